@@ -1,0 +1,72 @@
+#include "train/cli.h"
+
+#include <cstdlib>
+#include <string_view>
+
+#include "core/error.h"
+
+namespace eco {
+
+std::string cli_usage() {
+  return R"(usage: eco_train --config FILE [options]
+
+Trains a GPT model as described by a JSON config (see configs/ and docs/config.md).
+
+options:
+  --config FILE        the run's JSON config (required)
+  --set KEY=VALUE      override one config key, e.g. --set optim.lr=3e-4 (repeatable; VALUE is
+                       parsed as JSON when it parses, otherwise taken as a string)
+  --out DIR            output directory (same as --set log.dir=DIR): metrics.jsonl, config.json,
+                       checkpoints
+  --resume             continue from the newest valid checkpoint in the output directory; the
+                       continuation is bit-identical to an uninterrupted run
+  --stop-after N       write a checkpoint and exit after N steps of this invocation (for
+                       time-limited jobs; continue later with --resume)
+  --threads N          CPU threads (same as --set train.threads=N; 0 = all cores)
+  --export-llmc PATH   at the end, write the weights as an llm.c GPT-2 fp32 checkpoint
+  --help-config        list every config key with its type, default and meaning
+  -h, --help           this text
+
+exit codes: 0 ok, 2 bad flag or config, 3 bad data, 4 bad checkpoint, 5 training diverged,
+6 system error (disk, memory)
+)";
+}
+
+CliArgs parse_cli(int argc, char** argv) {
+  CliArgs args;
+  auto value_of = [&](int& i, std::string_view flag) -> std::string {
+    if (i + 1 >= argc) throw ConfigError("flag " + std::string(flag) + " needs a value (see --help)");
+    return argv[++i];
+  };
+  auto int_of = [&](const std::string& s, std::string_view flag) -> int64_t {
+    char* end = nullptr;
+    long long v = std::strtoll(s.c_str(), &end, 10);
+    if (s.empty() || *end != '\0' || v < 0)
+      throw ConfigError("flag " + std::string(flag) + ": expected a non-negative integer, got \"" + s + "\"");
+    return v;
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--config") args.config_path = value_of(i, a);
+    else if (a == "--set") {
+      std::string kv = value_of(i, a);
+      if (kv.find('=') == std::string::npos)
+        throw ConfigError("flag --set: expected KEY=VALUE, got \"" + kv + "\"");
+      args.overrides.push_back(kv);
+    } else if (a == "--out") args.out_dir = value_of(i, a);
+    else if (a == "--resume") args.resume = true;
+    else if (a == "--stop-after") args.stop_after = int_of(value_of(i, a), a);
+    else if (a == "--threads") args.threads = static_cast<int>(int_of(value_of(i, a), a));
+    else if (a == "--export-llmc") args.export_llmc = value_of(i, a);
+    else if (a == "--help-config") args.help_config = true;
+    else if (a == "-h" || a == "--help") args.help = true;
+    else throw ConfigError("unknown flag \"" + std::string(a) + "\" (see --help)");
+  }
+  if (!args.help && !args.help_config && args.config_path.empty())
+    throw ConfigError("missing --config FILE (see --help)");
+  if (!args.out_dir.empty()) args.overrides.push_back("log.dir=" + args.out_dir);
+  if (args.threads >= 0) args.overrides.push_back("train.threads=" + std::to_string(args.threads));
+  return args;
+}
+
+}  // namespace eco

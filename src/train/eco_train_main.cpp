@@ -1,0 +1,41 @@
+// eco_train: the training CLI. Parses flags, validates the config, runs; every eco::Error is
+// printed once as one line and turned into its exit code.
+#include <cstdio>
+#include <exception>
+#include <new>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "train/cli.h"
+#include "train/config_schema.h"
+#include "train/trainer.h"
+
+int main(int argc, char** argv) {
+  eco::init_logging();
+  try {
+    eco::CliArgs args = eco::parse_cli(argc, argv);
+    if (args.help) {
+      std::fputs(eco::cli_usage().c_str(), stdout);
+      return 0;
+    }
+    if (args.help_config) {
+      std::fputs(eco::schema_help_text(eco::eco_train_schema()).c_str(), stdout);
+      return 0;
+    }
+    eco::Config cfg = eco::Config::load(args.config_path, args.overrides, eco::eco_train_schema());
+    return eco::run_training(cfg, args);
+  } catch (const eco::ConfigError& e) {
+    std::fprintf(stderr, "eco_train: %s\n", e.what());
+    return e.exit_code();
+  } catch (const eco::Error& e) {
+    spdlog::error("{}", e.what());
+    return e.exit_code();
+  } catch (const std::bad_alloc&) {
+    spdlog::error("out of memory: reduce train.batch_size, train.seq_len or the model size");
+    return 6;
+  } catch (const std::exception& e) {
+    spdlog::error("internal error: {}", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,35 @@
+#include "train/model_setup.h"
+
+#include "core/error.h"
+
+namespace eco {
+
+ModelConfig model_config_from(const Config& cfg) {
+  ModelConfig m;
+  const std::string arch = cfg.get_string("model.arch");
+  m.arch = arch == "llama" ? Arch::Llama : Arch::GPT2;
+  m.vocab_size = static_cast<int>(cfg.get_int("model.vocab_size"));
+  int padded = static_cast<int>(cfg.get_int("model.padded_vocab"));
+  m.padded_vocab = padded > 0 ? padded : (m.vocab_size + 127) / 128 * 128;
+  if (m.padded_vocab < m.vocab_size)
+    throw ConfigError("model.padded_vocab: must be >= model.vocab_size (" + std::to_string(m.vocab_size) + ")");
+  m.n_layer = static_cast<int>(cfg.get_int("model.n_layer"));
+  m.n_head = static_cast<int>(cfg.get_int("model.n_head"));
+  m.d_model = static_cast<int>(cfg.get_int("model.d_model"));
+  m.max_seq_len = static_cast<int>(cfg.get_int("model.max_seq_len"));
+  m.mlp_hidden = static_cast<int>(cfg.get_int("model.mlp_hidden"));
+  m.tied_head = cfg.get_bool("model.tied_head");
+  m.rope_theta = static_cast<float>(cfg.get_float("model.rope_theta"));
+  m.init_std = static_cast<float>(cfg.get_float("model.init_std"));
+  m.norm_eps = static_cast<float>(cfg.get_float("model.norm_eps"));
+  if (m.arch == Arch::GPT2 && !m.tied_head)
+    throw ConfigError("model.tied_head: the gpt2 architecture always ties the head (llm.c layout); set it to true");
+  if (m.d_model % m.n_head != 0)
+    throw ConfigError("model.d_model: " + std::to_string(m.d_model) + " is not divisible by model.n_head (" +
+                      std::to_string(m.n_head) + ")");
+  if (m.arch == Arch::Llama && m.head_dim() % 2 != 0)
+    throw ConfigError("model.n_head: RoPE needs an even head dimension, d_model/n_head = " + std::to_string(m.head_dim()));
+  return m;
+}
+
+}  // namespace eco

@@ -1,0 +1,357 @@
+#include "train/trainer.h"
+
+#include <omp.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <memory>
+#include <optional>
+
+#include <cblas.h>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "cpu/cpu_ops.h"
+#include "data/loader.h"
+#include "data/tokenizer.h"
+#include "model/gpt.h"
+#include "model/llmc_io.h"
+#include "optim/adamw.h"
+#include "optim/grad_norm.h"
+#include "optim/lr_schedule.h"
+#include "train/checkpoint_store.h"
+#include "train/metrics.h"
+#include "train/model_setup.h"
+#include "train/sampler.h"
+
+namespace eco {
+namespace {
+
+constexpr const char* kCheckpointFormat = "eco_train-checkpoint-1";
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  long s = static_cast<long>(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
+  else std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
+  return buf;
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024.0 && u < 4) { b /= 1024.0; ++u; }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f %s", b, units[u]);
+  return buf;
+}
+
+LrSchedule schedule_from(const Config& cfg) {
+  LrSchedule s;
+  s.peak_lr = cfg.get_float("optim.lr");
+  s.total_steps = cfg.get_int("train.steps");
+  int64_t warmup = cfg.get_int("optim.warmup_steps");
+  s.warmup_steps = warmup >= 0 ? warmup : static_cast<int64_t>(std::llround(cfg.get_float("optim.warmup_ratio") * s.total_steps));
+  s.warmup_init_ratio = cfg.get_float("optim.warmup_init_ratio");
+  s.final_lr_ratio = cfg.get_float("optim.final_lr_ratio");
+  const std::string kind = cfg.get_string("optim.schedule");
+  s.decay = kind == "linear" ? DecayKind::Linear : kind == "constant" ? DecayKind::Constant : DecayKind::Cosine;
+  return s;
+}
+
+class TrainingRun {
+ public:
+  TrainingRun(const Config& cfg, const CliArgs& args)
+      : cfg_(cfg),
+        args_(args),
+        out_dir_(cfg.get_string("log.dir")),
+        B_(static_cast<int>(cfg.get_int("train.batch_size"))),
+        T_(static_cast<int>(cfg.get_int("train.seq_len"))),
+        accum_(static_cast<int>(cfg.get_int("train.grad_accum"))),
+        steps_(cfg.get_int("train.steps")),
+        seed_(static_cast<uint64_t>(cfg.get_int("train.seed"))),
+        schedule_(schedule_from(cfg)) {}
+
+  int execute();
+
+ private:
+  void setup();
+  void print_plan() const;
+  std::optional<int64_t> resume_from_checkpoint();
+  double evaluate(int64_t step);
+  void sample(int64_t step);
+  void save_checkpoint(int64_t step);
+  void log_step(int64_t step, float loss, double lr, double norm, double step_seconds);
+
+  const Config& cfg_;
+  const CliArgs& args_;
+  std::filesystem::path out_dir_;
+  const int B_, T_, accum_;
+  const int64_t steps_;
+  const uint64_t seed_;
+  const LrSchedule schedule_;
+  ModelConfig mcfg_;
+  std::unique_ptr<CpuOps> ops_;
+  std::unique_ptr<GPT> model_;
+  std::unique_ptr<AdamW> optim_;
+  std::unique_ptr<DataLoader> train_loader_, val_loader_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<MetricsWriter> metrics_;
+  std::vector<int32_t> inputs_, targets_;
+  int64_t bad_steps_ = 0;       // consecutive skipped (non-finite) steps
+  double prior_elapsed_s_ = 0;  // training time of earlier invocations (resume)
+  std::chrono::steady_clock::time_point run_start_;
+  double train_seconds_ = 0;    // time in train steps of this invocation, for tokens/s and ETA
+  int64_t steps_this_run_ = 0;
+};
+
+void TrainingRun::setup() {
+  int threads = static_cast<int>(cfg_.get_int("train.threads"));
+  if (threads <= 0) threads = omp_get_num_procs();
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(threads);
+
+  mcfg_ = model_config_from(cfg_);
+  if (T_ > mcfg_.max_seq_len)
+    throw ConfigError("train.seq_len: " + std::to_string(T_) + " exceeds model.max_seq_len (" +
+                      std::to_string(mcfg_.max_seq_len) + ")");
+  const std::string mode = cfg_.get_string("optim.mode");
+  if (mode != "fp32")
+    throw ConfigError("optim.mode: \"" + mode + "\" needs the quantized-weight optimizer, which this build does not have yet; use \"fp32\"");
+
+  train_loader_ = std::make_unique<DataLoader>(cfg_.get_string("data.train"), B_, T_, /*rank=*/0, /*world=*/1, seed_,
+                                               cfg_.get_bool("data.shuffle"), mcfg_.vocab_size);
+  val_loader_ = std::make_unique<DataLoader>(cfg_.get_string("data.val"), B_, T_, 0, 1, seed_, /*shuffle=*/false,
+                                             mcfg_.vocab_size);
+
+  ops_ = std::make_unique<CpuOps>();
+  model_ = std::make_unique<GPT>(mcfg_, *ops_);
+  model_->init_weights(seed_);
+  const std::string init_from = cfg_.get_string("model.init_from");
+  if (!init_from.empty()) {
+    load_llmc(*model_, init_from);
+    spdlog::info("initial weights from llm.c checkpoint {}", init_from);
+  }
+  AdamWHyper hyper;
+  hyper.beta1 = static_cast<float>(cfg_.get_float("optim.beta1"));
+  hyper.beta2 = static_cast<float>(cfg_.get_float("optim.beta2"));
+  hyper.eps = static_cast<float>(cfg_.get_float("optim.eps"));
+  hyper.weight_decay = static_cast<float>(cfg_.get_float("optim.weight_decay"));
+  optim_ = std::make_unique<AdamW>(model_->tensors(), model_->num_params(), hyper);
+
+  if (cfg_.get_int("train.sample_tokens") > 0) {
+    try {
+      if (cfg_.get_string("data.tokenizer") == "byte") tokenizer_ = std::make_unique<ByteTokenizer>();
+      else tokenizer_ = std::make_unique<Gpt2Tokenizer>(cfg_.get_string("data.tokenizer_dir"));
+    } catch (const Error& e) {
+      spdlog::warn("samples will be printed as token ids: {}", e.what());
+    }
+  }
+  inputs_.resize(static_cast<size_t>(B_) * T_);
+  targets_.resize(static_cast<size_t>(B_) * T_);
+}
+
+void TrainingRun::print_plan() const {
+  spdlog::info("model: {}", model_->summary());
+  const double n = static_cast<double>(model_->num_params());
+  spdlog::info("memory (static, per rank): weights {} + grads {} + adam m {} + v {} = {} ({:.1f} B/param); "
+               "activations ~{} at B={} T={}",
+               human_bytes(4 * n), human_bytes(4 * n), human_bytes(4 * n), human_bytes(4 * n), human_bytes(16 * n),
+               16.0, human_bytes(static_cast<double>(model_->activation_bytes(B_, T_))), B_, T_);
+  spdlog::info("training: {} steps x {} tokens/step (B={} T={} accum={}), lr {:.2e} {} with {} warmup steps, "
+               "{} threads; train data {} windows, val {} windows",
+               steps_, static_cast<int64_t>(B_) * T_ * accum_, B_, T_, accum_, schedule_.peak_lr,
+               cfg_.get_string("optim.schedule"), schedule_.warmup_steps, omp_get_max_threads(),
+               train_loader_->num_windows(), val_loader_->num_windows());
+}
+
+std::optional<int64_t> TrainingRun::resume_from_checkpoint() {
+  std::optional<LoadedCheckpoint> ckpt = load_latest_checkpoint(out_dir_);
+  if (!ckpt) {
+    spdlog::warn("--resume: no checkpoint in {}; starting from scratch", out_dir_.string());
+    return std::nullopt;
+  }
+  const nlohmann::json& meta = ckpt->meta;
+  if (meta.value("format", "") != kCheckpointFormat)
+    throw CheckpointError(ckpt->dir.string() + ": unknown checkpoint format \"" + meta.value("format", "") + "\"");
+  // The model and data order must match for the continuation to be the same run.
+  for (const char* section : {"model", "optim"}) {
+    if (meta["config"][section] != cfg_.resolved()[section])
+      throw CheckpointError(ckpt->dir.string() + ": the checkpoint's \"" + section +
+                            "\" config differs from this run's; resume with the run's own config.json");
+  }
+  for (const char* key : {"batch_size", "seq_len", "grad_accum", "seed"}) {
+    if (meta["config"]["train"][key] != cfg_.resolved()["train"][key])
+      spdlog::warn("resume: train.{} changed from {} to {}; the continuation will not match the original run", key,
+                   meta["config"]["train"][key].dump(), cfg_.resolved()["train"][key].dump());
+  }
+  const size_t n = model_->num_params();
+  ckpt->read_blob("params.f32", model_->params(), n * sizeof(float));
+  ckpt->read_blob("adam_m.f32", optim_->m().data(), n * sizeof(float));
+  ckpt->read_blob("adam_v.f32", optim_->v().data(), n * sizeof(float));
+  train_loader_->restore(LoaderState::from_json(meta["train_loader"]));
+  bad_steps_ = meta.value("bad_steps", 0);
+  prior_elapsed_s_ = meta.value("elapsed_s", 0.0);
+  spdlog::info("resumed from {} (step {})", ckpt->dir.string(), ckpt->step);
+  return ckpt->step;
+}
+
+double TrainingRun::evaluate(int64_t step) {
+  val_loader_->reset();
+  int batches = static_cast<int>(cfg_.get_int("train.eval_batches"));
+  const int available = static_cast<int>(val_loader_->num_windows() / B_);
+  if (batches > available) batches = available;  // never count a window twice
+  double total = 0.0;
+  for (int i = 0; i < batches; ++i) {
+    val_loader_->next_batch(inputs_.data(), targets_.data());
+    total += model_->forward(inputs_.data(), targets_.data(), B_, T_);
+  }
+  const double val_loss = total / batches;
+  metrics_->write({{"step", step}, {"val_loss", val_loss}});
+  spdlog::info("step {:>6} | val loss {:.4f} ({} batches of {} tokens)", step, val_loss, batches, B_ * T_);
+  return val_loss;
+}
+
+void TrainingRun::sample(int64_t step) {
+  const int n_new = static_cast<int>(cfg_.get_int("train.sample_tokens"));
+  if (n_new <= 0) return;
+  // Prompt: the first tokens of the validation set, so every sample starts from the same text.
+  val_loader_->reset();
+  val_loader_->next_batch(inputs_.data(), targets_.data());
+  std::vector<int32_t> prompt(inputs_.begin(), inputs_.begin() + std::min(8, T_));
+  std::vector<int32_t> out = sample_tokens(*model_, prompt, n_new, T_, seed_ * 1000003ull + static_cast<uint64_t>(step));
+  auto render = [&](const std::vector<int32_t>& ids) {
+    if (tokenizer_) {
+      std::vector<uint32_t> u(ids.begin(), ids.end());
+      return tokenizer_->decode(u);
+    }
+    std::string s;
+    for (int32_t id : ids) s += std::to_string(id) + " ";
+    return s;
+  };
+  spdlog::info("step {:>6} | sample: [{}]{}", step, render(prompt), render(out));
+}
+
+void TrainingRun::save_checkpoint(int64_t step) {
+  const size_t n = model_->num_params();
+  CheckpointWriter w(out_dir_, step);
+  w.add_blob("params.f32", model_->params(), n * sizeof(float));
+  w.add_blob("adam_m.f32", optim_->m().data(), n * sizeof(float));
+  w.add_blob("adam_v.f32", optim_->v().data(), n * sizeof(float));
+  const double elapsed = prior_elapsed_s_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start_).count();
+  w.set_meta({{"format", kCheckpointFormat},
+              {"step", step},
+              {"train_loader", train_loader_->state().to_json()},
+              {"bad_steps", bad_steps_},
+              {"elapsed_s", elapsed},
+              {"config", cfg_.resolved()}});
+  std::filesystem::path dir = w.commit();
+  prune_checkpoints(out_dir_, static_cast<int>(cfg_.get_int("train.keep_checkpoints")));
+  spdlog::info("step {:>6} | checkpoint {}", step, dir.string());
+}
+
+void TrainingRun::log_step(int64_t step, float loss, double lr, double norm, double step_seconds) {
+  const double tokens = static_cast<double>(B_) * T_ * accum_;
+  const double tok_per_s = tokens / step_seconds;
+  metrics_->write({{"step", step}, {"train_loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_s", tok_per_s}});
+  const int64_t every = cfg_.get_int("log.every");
+  if (step % every != 0 && step != steps_) return;
+  const double elapsed = prior_elapsed_s_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start_).count();
+  const double eta = train_seconds_ / static_cast<double>(steps_this_run_) * static_cast<double>(steps_ - step);
+  spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {:.0f} tok/s | {} elapsed, ETA {}", step,
+               steps_, loss, lr, norm, tok_per_s, format_duration(elapsed), format_duration(eta));
+}
+
+int TrainingRun::execute() {
+  setup();
+  std::filesystem::create_directories(out_dir_);
+  atomic_write_file(out_dir_ / "config.json", cfg_.dump() + "\n");
+  print_plan();
+
+  int64_t start_step = 0;
+  if (args_.resume) {
+    if (std::optional<int64_t> s = resume_from_checkpoint()) start_step = *s;
+  }
+  metrics_ = std::make_unique<MetricsWriter>(out_dir_, args_.resume ? start_step : -1);
+  run_start_ = std::chrono::steady_clock::now();
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+
+  const int64_t eval_every = cfg_.get_int("train.eval_every");
+  const int64_t ckpt_every = cfg_.get_int("train.checkpoint_every");
+  const int64_t max_bad = cfg_.get_int("train.max_bad_steps");
+  const size_t n = model_->num_params();
+  const double clip = cfg_.get_float("optim.grad_clip");
+  if (start_step == 0) {
+    evaluate(0);
+    sample(0);
+  }
+
+  for (int64_t step = start_step + 1; step <= steps_; ++step) {
+    auto t0 = std::chrono::steady_clock::now();
+    model_->zero_grad();
+    double loss_sum = 0.0;
+    for (int micro = 0; micro < accum_; ++micro) {
+      train_loader_->next_batch(inputs_.data(), targets_.data());
+      loss_sum += model_->forward(inputs_.data(), targets_.data(), B_, T_);
+      model_->backward(1.0f / static_cast<float>(accum_));
+    }
+    const float loss = static_cast<float>(loss_sum / accum_);
+    const double norm = global_grad_norm(model_->grads(), n);
+    const double lr = schedule_.lr_at(step - 1);
+    if (!std::isfinite(loss) || !std::isfinite(norm)) {
+      ++bad_steps_;
+      metrics_->write({{"step", step}, {"train_loss", loss}, {"grad_norm", norm}, {"skipped", true}});
+      spdlog::warn("step {}: loss {} / grad norm {} is not finite; update skipped ({} in a row)", step, loss, norm,
+                   bad_steps_);
+      if (bad_steps_ > max_bad)
+        throw NumericsError("training diverged: " + std::to_string(bad_steps_) +
+                            " consecutive non-finite steps (train.max_bad_steps = " + std::to_string(max_bad) +
+                            "); the last good checkpoint in " + out_dir_.string() + " is untouched");
+    } else {
+      bad_steps_ = 0;
+      clip_grads(model_->grads(), n, norm, clip);
+      optim_->step(model_->params(), model_->grads(), static_cast<float>(lr), step);
+    }
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    train_seconds_ += dt;
+    ++steps_this_run_;
+    if (std::isfinite(norm) && std::isfinite(loss)) log_step(step, loss, lr, norm, dt);
+
+    if ((eval_every > 0 && step % eval_every == 0) || step == steps_) {
+      evaluate(step);
+      sample(step);
+    }
+    const bool stop_now = g_stop_signal.load() != 0 || (args_.stop_after > 0 && steps_this_run_ >= args_.stop_after);
+    if ((ckpt_every > 0 && step % ckpt_every == 0) || step == steps_ || stop_now) save_checkpoint(step);
+    if (stop_now && step < steps_) {
+      spdlog::warn("stopping at step {} ({}); continue with --resume", step,
+                   g_stop_signal.load() ? "signal received" : "--stop-after reached");
+      return g_stop_signal.load() ? 128 + g_stop_signal.load() : 0;
+    }
+  }
+  if (!args_.export_llmc.empty()) {
+    save_llmc(*model_, args_.export_llmc);
+    spdlog::info("exported llm.c checkpoint {}", args_.export_llmc);
+  }
+  spdlog::info("done: {} steps, {:.0f} tok/s on average this run", steps_,
+               static_cast<double>(B_) * T_ * accum_ * steps_this_run_ / std::max(train_seconds_, 1e-9));
+  return 0;
+}
+
+}  // namespace
+
+int run_training(const Config& cfg, const CliArgs& args) {
+  TrainingRun run(cfg, args);
+  return run.execute();
+}
+
+}  // namespace eco

@@ -1,6 +1,6 @@
 #include "optim/adamw.h"
 
-#include "optim/adamw_rule.h"
+#include "optim/update_rule.h"
 
 namespace eco {
 

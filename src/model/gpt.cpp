@@ -1,0 +1,199 @@
+// GPT construction, parameter layout, initialisation and summary. The forward and backward
+// passes are in gpt_forward_backward.cpp, the activation layout in gpt_activations.cpp.
+#include "model/gpt.h"
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+#include "core/error.h"
+
+namespace eco {
+namespace {
+
+constexpr size_t npos = std::numeric_limits<size_t>::max();
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Fills x[0..n) with normal(0, std) draws: splitmix64 → two uniforms → Box-Muller pair.
+void fill_normal(float* x, size_t n, double std, uint64_t stream) {
+  uint64_t state = stream;
+  constexpr double kTwoPi = 6.283185307179586;
+  for (size_t i = 0; i < n; i += 2) {
+    const double u1 = (static_cast<double>(splitmix64(state) >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
+    const double u2 = static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;          // [0, 1)
+    const double r = std::sqrt(-2.0 * std::log(u1)) * std;
+    x[i] = static_cast<float>(r * std::cos(kTwoPi * u2));
+    if (i + 1 < n) x[i + 1] = static_cast<float>(r * std::sin(kTwoPi * u2));
+  }
+}
+
+// Stream id of a tensor: the seed mixed with a hash of the name, so adding a tensor does not move
+// the initial values of the others.
+uint64_t tensor_stream(uint64_t seed, const std::string& name) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  uint64_t s = seed ^ (h * 0x9E3779B97F4A7C15ull);
+  return splitmix64(s);
+}
+
+}  // namespace
+
+const char* param_kind_name(ParamKind k) {
+  switch (k) {
+    case ParamKind::Linear: return "linear";
+    case ParamKind::Embedding: return "embedding";
+    case ParamKind::Head: return "head";
+    case ParamKind::Norm: return "norm";
+    case ParamKind::Bias: return "bias";
+  }
+  return "?";
+}
+
+GPT::GPT(const ModelConfig& cfg, Ops& ops) : cfg_(cfg), ops_(ops) {
+  const auto bad = [](const std::string& what) { throw ConfigError("model: " + what); };
+  if (cfg_.n_layer < 1 || cfg_.n_head < 1 || cfg_.d_model < 1) bad("n_layer, n_head and d_model must be positive");
+  if (cfg_.d_model % cfg_.n_head != 0)
+    bad("d_model " + std::to_string(cfg_.d_model) + " is not divisible by n_head " + std::to_string(cfg_.n_head));
+  if (cfg_.vocab_size < 1 || cfg_.padded_vocab < cfg_.vocab_size)
+    bad("padded_vocab " + std::to_string(cfg_.padded_vocab) + " must be >= vocab_size " +
+        std::to_string(cfg_.vocab_size));
+  if (cfg_.max_seq_len < 1) bad("max_seq_len must be positive");
+  if (cfg_.arch == Arch::GPT2 && !cfg_.tied_head) bad("the gpt2 architecture always ties the head; set tied_head");
+  if (cfg_.arch == Arch::Llama && cfg_.head_dim() % 2 != 0)
+    bad("RoPE needs an even head dimension, d_model/n_head = " + std::to_string(cfg_.head_dim()));
+  build_layout();
+  params_ = ops_.alloc_floats(num_params_);
+  grads_ = ops_.alloc_floats(num_params_);
+  ops_.fill_zero(params_, num_params_ * sizeof(float));
+  ops_.fill_zero(grads_, num_params_ * sizeof(float));
+  if (cfg_.arch == Arch::Llama) {
+    const int half = cfg_.head_dim() / 2;
+    std::vector<float> c(static_cast<size_t>(cfg_.max_seq_len) * half), s(c.size());
+    for (int t = 0; t < cfg_.max_seq_len; ++t) {
+      for (int i = 0; i < half; ++i) {
+        const double inv_freq = std::pow(static_cast<double>(cfg_.rope_theta), -2.0 * i / cfg_.head_dim());
+        const double angle = t * inv_freq;
+        c[static_cast<size_t>(t) * half + i] = static_cast<float>(std::cos(angle));
+        s[static_cast<size_t>(t) * half + i] = static_cast<float>(std::sin(angle));
+      }
+    }
+    rope_cos_ = ops_.alloc_floats(c.size());
+    rope_sin_ = ops_.alloc_floats(s.size());
+    ops_.copy_from_host(rope_cos_, c.data(), c.size() * sizeof(float));
+    ops_.copy_from_host(rope_sin_, s.data(), s.size() * sizeof(float));
+  }
+}
+
+GPT::~GPT() {
+  ops_.free(params_);
+  ops_.free(grads_);
+  if (rope_cos_) ops_.free(rope_cos_);
+  if (rope_sin_) ops_.free(rope_sin_);
+  if (act_buffer_) ops_.free(act_buffer_);
+}
+
+// Stacked [L, ...] tensors in llm.c's order (for gpt2 the buffer IS an llm.c checkpoint body), one
+// ParamTensor per layer so every linear weight is its own [out, in] matrix.
+void GPT::build_layout() {
+  const int64_t L = cfg_.n_layer, C = cfg_.d_model, H = cfg_.hidden(), Vp = cfg_.padded_vocab;
+  const bool gpt2 = cfg_.arch == Arch::GPT2;
+  const int64_t mlp_in = gpt2 ? H : 2 * H;  // llama: gate and up in one [2H, C] matrix
+  const double std = cfg_.init_std;
+  const double proj_std = cfg_.init_std / std::sqrt(2.0 * static_cast<double>(L));
+  size_t off = 0;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, ParamKind kind, float init) {
+    size_t numel = 1;
+    for (int64_t d : shape) numel *= static_cast<size_t>(d);
+    ParamTensor t;
+    t.name = name;
+    t.shape = std::move(shape);
+    t.offset = off;
+    t.numel = numel;
+    t.kind = kind;
+    t.weight_decay = t.shape.size() == 2;
+    tensors_.push_back(std::move(t));
+    init_std_.push_back(init);
+    off += numel;
+    return tensors_.back().offset;
+  };
+  auto add_stacked = [&](const std::string& suffix, const std::vector<int64_t>& shape, ParamKind kind, float init) {
+    const size_t first = off;
+    for (int64_t l = 0; l < L; ++l) add("h." + std::to_string(l) + "." + suffix, shape, kind, init);
+    return first;
+  };
+  constexpr float kZeros = 0.0f, kOnes = -1.0f;
+  v_.wte = add("wte", {Vp, C}, ParamKind::Embedding, static_cast<float>(std));
+  v_.wpe = gpt2 ? add("wpe", {cfg_.max_seq_len, C}, ParamKind::Embedding, static_cast<float>(std)) : npos;
+  v_.ln1w = add_stacked("ln1.w", {C}, ParamKind::Norm, kOnes);
+  v_.ln1b = gpt2 ? add_stacked("ln1.b", {C}, ParamKind::Norm, kZeros) : npos;
+  v_.qkvw = add_stacked("qkv.w", {3 * C, C}, ParamKind::Linear, static_cast<float>(std));
+  v_.qkvb = gpt2 ? add_stacked("qkv.b", {3 * C}, ParamKind::Bias, kZeros) : npos;
+  v_.attprojw = add_stacked("attproj.w", {C, C}, ParamKind::Linear, static_cast<float>(proj_std));
+  v_.attprojb = gpt2 ? add_stacked("attproj.b", {C}, ParamKind::Bias, kZeros) : npos;
+  v_.ln2w = add_stacked("ln2.w", {C}, ParamKind::Norm, kOnes);
+  v_.ln2b = gpt2 ? add_stacked("ln2.b", {C}, ParamKind::Norm, kZeros) : npos;
+  v_.fcw = add_stacked("fc.w", {mlp_in, C}, ParamKind::Linear, static_cast<float>(std));
+  v_.fcb = gpt2 ? add_stacked("fc.b", {mlp_in}, ParamKind::Bias, kZeros) : npos;
+  v_.fcprojw = add_stacked("fcproj.w", {C, H}, ParamKind::Linear, static_cast<float>(proj_std));
+  v_.fcprojb = gpt2 ? add_stacked("fcproj.b", {C}, ParamKind::Bias, kZeros) : npos;
+  v_.lnfw = add("lnf.w", {C}, ParamKind::Norm, kOnes);
+  v_.lnfb = gpt2 ? add("lnf.b", {C}, ParamKind::Norm, kZeros) : npos;
+  v_.head = cfg_.tied_head ? npos : add("head.w", {Vp, C}, ParamKind::Head, static_cast<float>(std));
+  num_params_ = off;
+}
+
+const ParamTensor& GPT::tensor(const std::string& name) const {
+  for (const ParamTensor& t : tensors_)
+    if (t.name == name) return t;
+  throw Error("model has no parameter tensor \"" + name + "\"");
+}
+
+void GPT::init_weights(uint64_t seed) {
+  std::vector<float> host;
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const ParamTensor& t = tensors_[i];
+    const float init = init_std_[i];
+    host.assign(t.numel, init < 0.0f ? 1.0f : 0.0f);
+    if (init > 0.0f) {
+      // Rows past the real vocabulary stay 0 (llm.c's padding): no token selects them and their
+      // logits must not take probability mass.
+      size_t n = t.numel;
+      if (t.name == "wte" || t.name == "head.w") n = static_cast<size_t>(cfg_.vocab_size) * cfg_.d_model;
+      fill_normal(host.data(), n, init, tensor_stream(seed, t.name));
+    }
+    ops_.copy_from_host(params_ + t.offset, host.data(), t.numel * sizeof(float));
+  }
+}
+
+void GPT::download_params(float* host) const { ops_.copy_to_host(host, params_, num_params_ * sizeof(float)); }
+void GPT::upload_params(const float* host) { ops_.copy_from_host(params_, host, num_params_ * sizeof(float)); }
+
+size_t GPT::head_offset() const { return cfg_.tied_head ? v_.wte : v_.head; }
+
+size_t GPT::num_non_embedding_params() const {
+  size_t n = num_params_;
+  for (const ParamTensor& t : tensors_)
+    if (t.kind == ParamKind::Embedding || t.kind == ParamKind::Head) n -= t.numel;
+  return n;
+}
+
+std::string GPT::summary() const {
+  char buf[320];
+  std::snprintf(buf, sizeof buf,
+                "%s: %d layers, d_model %d, %d heads, mlp %d, vocab %d (padded %d), max T %d, %s head; "
+                "%.2fM parameters (%.2fM non-embedding)",
+                cfg_.arch == Arch::GPT2 ? "gpt2" : "llama", cfg_.n_layer, cfg_.d_model, cfg_.n_head, cfg_.hidden(),
+                cfg_.vocab_size, cfg_.padded_vocab, cfg_.max_seq_len, cfg_.tied_head ? "tied" : "untied",
+                static_cast<double>(num_params_) * 1e-6, static_cast<double>(num_non_embedding_params()) * 1e-6);
+  return buf;
+}
+
+void GPT::zero_grad() { ops_.fill_zero(grads_, num_params_ * sizeof(float)); }
+
+}  // namespace eco

@@ -1,0 +1,76 @@
+// The activation buffer: every tensor the forward saves for the backward, plus the backward's
+// scratch, laid out back to back in one allocation whose size is computed up front (llm.c style).
+#include <cstdint>
+
+#include "model/gpt.h"
+
+namespace eco {
+
+GPT::ActPointers GPT::lay_out_activations(char* base, int B, int T) const {
+  const size_t N = static_cast<size_t>(B) * T, C = cfg_.d_model, H = cfg_.hidden(), Vp = cfg_.padded_vocab;
+  const size_t NH = cfg_.n_head;
+  const bool gpt2 = cfg_.arch == Arch::GPT2;
+  const size_t mlp_in = gpt2 ? H : 2 * H;
+  ActPointers a;
+  size_t off = 0;
+  // 64-byte aligned slices; with base == nullptr only the total is meaningful.
+  auto take = [&](size_t bytes) -> char* {
+    char* p = base ? base + off : nullptr;
+    off += (bytes + 63) / 64 * 64;
+    return p;
+  };
+  auto f = [&](size_t n) { return reinterpret_cast<float*>(take(n * sizeof(float))); };
+  a.tokens = reinterpret_cast<int32_t*>(take(N * sizeof(int32_t)));
+  a.targets = reinterpret_cast<int32_t*>(take(N * sizeof(int32_t)));
+  a.encoded = f(N * C);
+  a.layers.resize(cfg_.n_layer);
+  for (ActPointers::Layer& l : a.layers) {
+    l.ln1 = f(N * C);
+    l.ln1_mean = gpt2 ? f(N) : nullptr;
+    l.ln1_rstd = f(N);
+    l.qkv = f(N * 3 * C);
+    l.atty = f(N * C);
+    l.att = f(static_cast<size_t>(B) * NH * T * T);
+    l.attproj = f(N * C);
+    l.res2 = f(N * C);
+    l.ln2 = f(N * C);
+    l.ln2_mean = gpt2 ? f(N) : nullptr;
+    l.ln2_rstd = f(N);
+    l.fch = f(N * mlp_in);
+    l.fch_act = f(N * H);
+    l.fcproj = f(N * C);
+    l.res3 = f(N * C);
+  }
+  a.lnf = f(N * C);
+  a.lnf_mean = gpt2 ? f(N) : nullptr;
+  a.lnf_rstd = f(N);
+  a.logits = f(N * Vp);  // the backward turns it into dlogits in place
+  a.losses = f(N);
+  a.lse = f(N);
+  a.dres = f(N * C);
+  a.dln = f(N * C);
+  a.dqkv = f(N * 3 * C);
+  a.datty = f(N * C);
+  a.dfch = f(N * mlp_in);
+  a.dfch_act = f(N * H);
+  a.total_bytes = off;
+  return a;
+}
+
+size_t GPT::activation_bytes(int B, int T) const { return lay_out_activations(nullptr, B, T).total_bytes; }
+
+void GPT::ensure_activations(int B, int T) {
+  if (act_buffer_ && B <= act_B_ && T <= act_T_) return;
+  // Grow to cover both the old and the new shape, so alternating shapes do not reallocate.
+  const int nb = B > act_B_ ? B : act_B_;
+  const int nt = T > act_T_ ? T : act_T_;
+  if (act_buffer_) ops_.free(act_buffer_);
+  act_buffer_ = nullptr;
+  act_buffer_ = static_cast<char*>(ops_.alloc(activation_bytes(nb, nt)));
+  act_B_ = nb;
+  act_T_ = nt;
+  // Pointers for the capacity shape; a smaller (B, T) uses the front of each slice.
+  acts_ = lay_out_activations(act_buffer_, act_B_, act_T_);
+}
+
+}  // namespace eco

@@ -1,0 +1,194 @@
+// The forward and backward passes, layer by layer over the ops interface.
+//
+// Backward keeps the gradient of the residual stream in one buffer (dres) for all layers: the
+// residual add passes it through unchanged, and each norm's backward adds its input gradient into
+// it, so after a block's backward dres holds the gradient w.r.t. the block's input.
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "model/gpt.h"
+
+namespace eco {
+
+// ---- block linears: the hooks the FP8 work substitutes ----
+
+GPT::LinearDims GPT::linear_dims(LinearSlot slot) const {
+  const int C = cfg_.d_model, H = cfg_.hidden();
+  switch (slot) {
+    case LinearSlot::Qkv: return {C, 3 * C};
+    case LinearSlot::AttnOut: return {C, C};
+    case LinearSlot::MlpIn: return {C, cfg_.arch == Arch::GPT2 ? H : 2 * H};
+    case LinearSlot::MlpOut: return {H, C};
+  }
+  return {0, 0};
+}
+
+size_t GPT::linear_weight_offset(int layer, LinearSlot slot) const {
+  const LinearDims d = linear_dims(slot);
+  size_t base = 0;
+  switch (slot) {
+    case LinearSlot::Qkv: base = v_.qkvw; break;
+    case LinearSlot::AttnOut: base = v_.attprojw; break;
+    case LinearSlot::MlpIn: base = v_.fcw; break;
+    case LinearSlot::MlpOut: base = v_.fcprojw; break;
+  }
+  return base + static_cast<size_t>(layer) * d.in * d.out;
+}
+
+const float* GPT::linear_weight(int layer, LinearSlot slot) const { return params_ + linear_weight_offset(layer, slot); }
+
+// Gradients mirror the parameter layout (and stay fp32 whatever linear_weight() serves).
+float* GPT::linear_weight_grad(int layer, LinearSlot slot) { return grads_ + linear_weight_offset(layer, slot); }
+
+const float* GPT::linear_bias(int layer, LinearSlot slot) const {
+  if (cfg_.arch != Arch::GPT2) return nullptr;
+  const LinearDims d = linear_dims(slot);
+  size_t base = 0;
+  switch (slot) {
+    case LinearSlot::Qkv: base = v_.qkvb; break;
+    case LinearSlot::AttnOut: base = v_.attprojb; break;
+    case LinearSlot::MlpIn: base = v_.fcb; break;
+    case LinearSlot::MlpOut: base = v_.fcprojb; break;
+  }
+  return params_ + base + static_cast<size_t>(layer) * d.out;
+}
+
+float* GPT::linear_bias_grad(int layer, LinearSlot slot) {
+  const float* b = linear_bias(layer, slot);
+  return b ? grads_ + (b - params_) : nullptr;
+}
+
+const float* GPT::linear_input(const float* inp, int /*rows*/, int /*cols*/) { return inp; }
+
+void GPT::linear_forward(float* out, const float* inp, int layer, LinearSlot slot, int N) {
+  const LinearDims d = linear_dims(slot);
+  ops_.matmul_forward(out, linear_input(inp, N, d.in), linear_weight(layer, slot), linear_bias(layer, slot), N, d.in,
+                      d.out);
+}
+
+void GPT::linear_backward(float* dinp, const float* dout, const float* inp, int layer, LinearSlot slot, int N) {
+  const LinearDims d = linear_dims(slot);
+  ops_.matmul_backward(dinp, linear_weight_grad(layer, slot), linear_bias_grad(layer, slot), dout, inp,
+                       linear_weight(layer, slot), N, d.in, d.out);
+}
+
+// ---- norms: LayerNorm (gpt2) or RMSNorm (llama) ----
+
+void GPT::norm_forward(float* out, float* mean, float* rstd, const float* inp, size_t w_off, size_t b_off, int N) {
+  if (cfg_.arch == Arch::GPT2)
+    ops_.layernorm_forward(out, mean, rstd, inp, params_ + w_off, params_ + b_off, N, cfg_.d_model, cfg_.norm_eps);
+  else
+    ops_.rmsnorm_forward(out, rstd, inp, params_ + w_off, N, cfg_.d_model, cfg_.norm_eps);
+}
+
+void GPT::norm_backward(float* dinp, const float* dout, const float* inp, const float* mean, const float* rstd,
+                        size_t w_off, size_t b_off, int N) {
+  if (cfg_.arch == Arch::GPT2)
+    ops_.layernorm_backward(dinp, grads_ + w_off, grads_ + b_off, dout, inp, params_ + w_off, mean, rstd, N,
+                            cfg_.d_model);
+  else
+    ops_.rmsnorm_backward(dinp, grads_ + w_off, dout, inp, params_ + w_off, rstd, N, cfg_.d_model);
+}
+
+// ---- forward ----
+
+float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
+  if (B < 1 || T < 1) throw ConfigError("forward: batch size and sequence length must be positive");
+  if (T > cfg_.max_seq_len)
+    throw ConfigError("sequence length " + std::to_string(T) + " exceeds model.max_seq_len (" +
+                      std::to_string(cfg_.max_seq_len) + ")");
+  const int N = B * T;
+  const int V = cfg_.vocab_size;
+  for (int i = 0; i < N; ++i) {
+    const bool bad_in = inputs[i] < 0 || inputs[i] >= V;
+    const bool bad_tgt = targets && (targets[i] < 0 || targets[i] >= V);
+    if (bad_in || bad_tgt)
+      throw DataError("token id " + std::to_string(bad_in ? inputs[i] : targets[i]) + " at position " +
+                      std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(V) +
+                      "); the data was tokenized for a different model.vocab_size");
+  }
+  backward_ready_ = false;
+  ensure_activations(B, T);
+  last_B_ = B;
+  last_T_ = T;
+  const int C = cfg_.d_model, NH = cfg_.n_head, H = cfg_.hidden();
+  const bool gpt2 = cfg_.arch == Arch::GPT2;
+  ActPointers& a = acts_;
+  ops_.copy_from_host(a.tokens, inputs, N * sizeof(int32_t));
+  ops_.embedding_forward(a.encoded, a.tokens, params_ + v_.wte, gpt2 ? params_ + v_.wpe : nullptr, B, T, C);
+
+  const float* x = a.encoded;
+  for (int l = 0; l < cfg_.n_layer; ++l) {
+    ActPointers::Layer& s = a.layers[l];
+    const size_t lc = static_cast<size_t>(l) * C;
+    norm_forward(s.ln1, s.ln1_mean, s.ln1_rstd, x, v_.ln1w + lc, gpt2 ? v_.ln1b + lc : 0, N);
+    linear_forward(s.qkv, s.ln1, l, LinearSlot::Qkv, N);
+    if (!gpt2) ops_.rope_forward(s.qkv, rope_cos_, rope_sin_, B, T, 3 * C, 2 * NH, cfg_.head_dim());
+    ops_.attention_forward(s.atty, s.att, s.qkv, B, T, C, NH);
+    linear_forward(s.attproj, s.atty, l, LinearSlot::AttnOut, N);
+    ops_.residual_forward(s.res2, x, s.attproj, static_cast<size_t>(N) * C);
+    norm_forward(s.ln2, s.ln2_mean, s.ln2_rstd, s.res2, v_.ln2w + lc, gpt2 ? v_.ln2b + lc : 0, N);
+    linear_forward(s.fch, s.ln2, l, LinearSlot::MlpIn, N);
+    if (gpt2) ops_.gelu_forward(s.fch_act, s.fch, static_cast<size_t>(N) * H);
+    else ops_.swiglu_forward(s.fch_act, s.fch, N, H);
+    linear_forward(s.fcproj, s.fch_act, l, LinearSlot::MlpOut, N);
+    ops_.residual_forward(s.res3, s.res2, s.fcproj, static_cast<size_t>(N) * C);
+    x = s.res3;
+  }
+  norm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, x, v_.lnfw, gpt2 ? v_.lnfb : 0, N);
+  ops_.matmul_forward(a.logits, a.lnf, params_ + head_offset(), nullptr, N, C, cfg_.padded_vocab);
+  if (!targets) return std::numeric_limits<float>::quiet_NaN();
+
+  ops_.copy_from_host(a.targets, targets, N * sizeof(int32_t));
+  ops_.crossentropy_forward(a.losses, a.lse, a.logits, a.targets, N, V, cfg_.padded_vocab);
+  std::vector<float> losses(N);
+  ops_.copy_to_host(losses.data(), a.losses, N * sizeof(float));
+  double sum = 0.0;  // in order, in double: the mean is the same whatever the thread count
+  for (float v : losses) sum += v;
+  backward_ready_ = true;
+  return static_cast<float>(sum / N);
+}
+
+// ---- backward ----
+
+void GPT::backward(float loss_scale) {
+  if (!backward_ready_)
+    throw Error("GPT::backward() needs a forward() with targets first (and runs once per forward)");
+  backward_ready_ = false;
+  const int B = last_B_, T = last_T_, N = B * T;
+  const int C = cfg_.d_model, NH = cfg_.n_head, H = cfg_.hidden(), Vp = cfg_.padded_vocab;
+  const bool gpt2 = cfg_.arch == Arch::GPT2;
+  ActPointers& a = acts_;
+
+  float* dlogits = a.logits;
+  ops_.crossentropy_backward(dlogits, a.logits, a.lse, a.targets, loss_scale / static_cast<float>(N), N,
+                             cfg_.vocab_size, Vp);
+  ops_.matmul_backward(a.dln, grads_ + head_offset(), nullptr, dlogits, a.lnf, params_ + head_offset(), N, C, Vp);
+  const float* x_last = cfg_.n_layer > 0 ? a.layers.back().res3 : a.encoded;
+  ops_.fill_zero(a.dres, static_cast<size_t>(N) * C * sizeof(float));
+  norm_backward(a.dres, a.dln, x_last, a.lnf_mean, a.lnf_rstd, v_.lnfw, gpt2 ? v_.lnfb : 0, N);
+
+  for (int l = cfg_.n_layer - 1; l >= 0; --l) {
+    ActPointers::Layer& s = a.layers[l];
+    const float* x_in = l == 0 ? a.encoded : a.layers[l - 1].res3;
+    const size_t lc = static_cast<size_t>(l) * C;
+    // MLP: dres is the gradient of res3 and, through the residual, of fcproj.
+    linear_backward(a.dfch_act, a.dres, s.fch_act, l, LinearSlot::MlpOut, N);
+    if (gpt2) ops_.gelu_backward(a.dfch, s.fch, a.dfch_act, static_cast<size_t>(N) * H);
+    else ops_.swiglu_backward(a.dfch, s.fch, a.dfch_act, N, H);
+    linear_backward(a.dln, a.dfch, s.ln2, l, LinearSlot::MlpIn, N);
+    norm_backward(a.dres, a.dln, s.res2, s.ln2_mean, s.ln2_rstd, v_.ln2w + lc, gpt2 ? v_.ln2b + lc : 0, N);
+    // Attention: dres is now the gradient of res2 and of attproj.
+    linear_backward(a.datty, a.dres, s.atty, l, LinearSlot::AttnOut, N);
+    ops_.attention_backward(a.dqkv, a.datty, s.qkv, s.att, B, T, C, NH);
+    if (!gpt2) ops_.rope_backward(a.dqkv, rope_cos_, rope_sin_, B, T, 3 * C, 2 * NH, cfg_.head_dim());
+    linear_backward(a.dln, a.dqkv, s.ln1, l, LinearSlot::Qkv, N);
+    norm_backward(a.dres, a.dln, x_in, s.ln1_mean, s.ln1_rstd, v_.ln1w + lc, gpt2 ? v_.ln1b + lc : 0, N);
+  }
+  ops_.embedding_backward(grads_ + v_.wte, gpt2 ? grads_ + v_.wpe : nullptr, a.dres, a.tokens, B, T, C);
+}
+
+}  // namespace eco

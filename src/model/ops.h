@@ -1,0 +1,98 @@
+#pragma once
+// The narrow ops interface: every kernel the dense GPT needs, one forward/backward pair per layer,
+// plus buffer management. The model (src/model/gpt.cpp) is written once against it; src/cpu
+// implements it with OpenBLAS + OpenMP, a CUDA backend implements the same calls on the device.
+//
+// Conventions (all tensors row-major, fp32, pointers are buffers of this backend, no ownership):
+//   N = B*T rows (tokens); C = channels; OC = output features.
+//   Parameter gradients always ACCUMULATE (+=), so gradient accumulation over micro-batches and a
+//   tied embedding/head are free.
+//   Input gradients are OVERWRITTEN (=), except where noted "+=": the norms and the residual add
+//   add into their input gradient, because that input is the residual stream whose gradient the
+//   model keeps in one buffer across layers (as llm.c does).
+#include <cstddef>
+#include <cstdint>
+
+namespace eco {
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+
+  // ---- Buffers (bytes; 64-byte aligned; contents undefined after alloc) ----
+  virtual void* alloc(size_t bytes) = 0;
+  virtual void free(void* p) = 0;
+  virtual void fill_zero(void* p, size_t bytes) = 0;
+  virtual void copy_from_host(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // buffer to buffer
+  float* alloc_floats(size_t n) { return static_cast<float*>(alloc(n * sizeof(float))); }
+  int32_t* alloc_ints(size_t n) { return static_cast<int32_t*>(alloc(n * sizeof(int32_t))); }
+
+  // ---- Embedding: out[b,t,:] = wte[tok[b,t],:] + wpe[t,:]  (wpe == nullptr: no learned positions) ----
+  virtual void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
+                                 int C) = 0;
+  // dwte += scatter of dout by token id; dwpe += sum over the batch (dwpe may be nullptr).
+  virtual void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
+                                  int C) = 0;
+
+  // ---- LayerNorm over the last dim: out = (x-mean)*rstd*w + b; saves mean[N], rstd[N] ----
+  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                                 const float* bias, int N, int C, float eps) = 0;
+  // dinp +=, dweight +=, dbias +=.
+  virtual void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                                  const float* weight, const float* mean, const float* rstd, int N, int C) = 0;
+
+  // ---- RMSNorm: out = x*rstd*w with rstd = 1/sqrt(mean(x²)+eps); saves rstd[N] ----
+  virtual void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
+                               float eps) = 0;
+  // dinp +=, dweight +=.
+  virtual void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
+                                const float* weight, const float* rstd, int N, int C) = 0;
+
+  // ---- Linear: out[N,OC] = inp[N,C] · W[OC,C]ᵀ + bias[OC]  (bias may be nullptr; W as llm.c) ----
+  virtual void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N, int C,
+                              int OC) = 0;
+  // dinp = dout·W (skipped if dinp == nullptr); dweight += doutᵀ·inp; dbias += Σ_rows dout (if not null).
+  virtual void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                               const float* weight, int N, int C, int OC) = 0;
+
+  // ---- Causal multi-head attention from the fused qkv[B,T,3C] (q | k | v, head h at h*C/NH) ----
+  // out[B,T,C]; att[B,NH,T,T] saves the softmax probabilities (zero above the diagonal).
+  virtual void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) = 0;
+  // dqkv = gradient w.r.t. qkv (overwritten).
+  virtual void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T,
+                                  int C, int NH) = 0;
+
+  // ---- RoPE, in place on the first n_heads*head_dim channels of each row (rows are `row_stride`
+  // floats apart; row b*T+t has position t). Pairs (i, i+head_dim/2) rotate by angle t·θ_i;
+  // cos/sin are tables [max_T, head_dim/2]. The model passes n_heads = 2*NH to rotate q and k. ----
+  virtual void rope_forward(float* x, const float* cos, const float* sin, int B, int T, int row_stride, int n_heads,
+                            int head_dim) = 0;
+  // In place: dx ← Rᵀ dx (the rotation's transpose).
+  virtual void rope_backward(float* dx, const float* cos, const float* sin, int B, int T, int row_stride,
+                             int n_heads, int head_dim) = 0;
+
+  // ---- GELU, tanh approximation (GPT-2), elementwise over n ----
+  virtual void gelu_forward(float* out, const float* inp, size_t n) = 0;
+  virtual void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) = 0;
+
+  // ---- SwiGLU: inp[N,2H] = [gate | up]; out[N,H] = silu(gate) * up ----
+  virtual void swiglu_forward(float* out, const float* inp, int N, int H) = 0;
+  virtual void swiglu_backward(float* dinp, const float* inp, const float* dout, int N, int H) = 0;
+
+  // ---- Residual: out = a + b; backward da += dout, db += dout ----
+  virtual void residual_forward(float* out, const float* a, const float* b, size_t n) = 0;
+  virtual void residual_backward(float* da, float* db, const float* dout, size_t n) = 0;
+
+  // ---- Softmax + cross-entropy over logits[N,Vp]; only the first V columns are classes, the
+  // padding columns are ignored (their gradient is 0). targets[N] in [0,V). ----
+  // losses[N] = -log softmax(logits)[target]; lse[N] = log Σ exp (saved for backward).
+  virtual void crossentropy_forward(float* losses, float* lse, const float* logits, const int32_t* targets, int N,
+                                    int V, int Vp) = 0;
+  // dlogits = dloss · (softmax − onehot(target)); dlogits may alias logits (in place).
+  virtual void crossentropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
+                                     float dloss, int N, int V, int Vp) = 0;
+};
+
+}  // namespace eco

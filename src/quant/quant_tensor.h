@@ -1,0 +1,75 @@
+#pragma once
+// QuantTensor: a rows×cols matrix stored as low-precision codes plus their fp32 scales. The codes
+// are private: the only ways to get numbers out apply the scales (dequantize_*, value), so a code
+// can never be mistaken for a value. Raw bytes are exposed read-only for checkpoints and device
+// uploads, and come back in through load_raw, which checks sizes.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "core/philox.h"
+#include "quant/quant_format.h"
+#include "quant/scaling.h"
+
+namespace eco {
+
+// Random stream of stochastic rounding: seed, step and tensor id (RandomKey::stream_id); the
+// element index is the flat row-major index in the whole tensor (core/philox.h).
+using SrKey = RandomKey;
+
+class QuantTensor {
+ public:
+  QuantTensor() = default;
+  // BF16 is stored unscaled: granularity and pow2_scales are kept but no scales are stored.
+  QuantTensor(size_t rows, size_t cols, QuantFormat format, ScaleGranularity granularity = ScaleGranularity::PerRow,
+              bool pow2_scales = false);
+
+  size_t rows() const { return layout_.rows; }
+  size_t cols() const { return layout_.cols; }
+  size_t numel() const { return layout_.rows * layout_.cols; }
+  QuantFormat format() const { return format_; }
+  ScaleGranularity granularity() const { return layout_.granularity; }
+  bool pow2_scales() const { return pow2_scales_; }
+  const ScaleLayout& scale_layout() const { return layout_; }
+
+  // Quantizes x (rows×cols, row-major): fresh scales from x's absmax, then codes with the given
+  // rounding. SR needs a key (eco::Error without one). Returns the number of NaN/±Inf values in
+  // x; when it is not 0 the tensor is left exactly as it was, so a caller can skip the step.
+  [[nodiscard]] size_t quantize_from(const float* x, Rounding rounding, const SrKey* key = nullptr);
+  // The same for rows [row_begin, row_end) only (x_rows points at row row_begin). The range must
+  // be self-contained for the granularity (any rows for PerRow; 128-row bands for Block128; all
+  // rows for PerTensor). SR bits depend on the flat index in the whole tensor, so quantizing a
+  // tensor in row ranges gives the same codes as quantizing it at once.
+  [[nodiscard]] size_t quantize_rows_from(size_t row_begin, size_t row_end, const float* x_rows, Rounding rounding,
+                                          const SrKey* key = nullptr);
+
+  // out[i] = decode(code[i]) · scale(i), one fp32 rounding per element.
+  void dequantize_to(float* out) const;
+  void dequantize_rows(size_t row_begin, size_t row_end, float* out) const;  // out holds those rows
+  float value(size_t flat_index) const;
+  float scale_at(size_t row, size_t col) const;  // 1 for BF16
+
+  size_t code_bytes() const { return numel() * code_size_bytes(format_); }
+  size_t scale_count() const { return scales_.size(); }
+  size_t scale_bytes() const { return scales_.size() * sizeof(float); }
+
+  // Raw storage for checkpoints and device copies: codes row-major (BF16: uint16 in host byte
+  // order), scales laid out as in scale_layout().
+  const uint8_t* code_data() const;
+  const float* scale_data() const { return scales_.data(); }
+  // Replaces codes and scales from raw bytes; CheckpointError when a size does not match this
+  // tensor's shape and format, or a scale is not a finite positive number.
+  void load_raw(const uint8_t* codes, size_t n_code_bytes, const float* scales, size_t n_scales);
+
+ private:
+  void check_rows(size_t row_begin, size_t row_end, const char* what) const;
+
+  QuantFormat format_ = QuantFormat::E4M3;
+  ScaleLayout layout_{};
+  bool pow2_scales_ = false;
+  std::vector<uint8_t> codes8_;    // E4M3, E5M2, INT8
+  std::vector<uint16_t> codes16_;  // BF16
+  std::vector<float> scales_;
+};
+
+}  // namespace eco

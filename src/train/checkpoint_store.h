@@ -1,0 +1,81 @@
+#pragma once
+// Checkpoints on disk. A checkpoint is a directory RUN_DIR/ckpt_<step, 8+ digits>/ holding named
+// binary blobs (one file each) and manifest.json: format version, step, every file's name, size
+// and CRC-32C, and the caller's JSON (trainer state, resolved config). It is written under
+// RUN_DIR/.tmp_ckpt_<step>_<pid>/, every file and the directory fsynced, then renamed into place,
+// so a crash at any moment leaves either no new checkpoint or a complete one. Loading verifies
+// sizes and checksums; a damaged newest checkpoint is skipped in favour of the previous one.
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace eco {
+
+// "ckpt_00000200": the directory name of the checkpoint of `step`.
+std::string checkpoint_dir_name(int64_t step);
+
+struct CheckpointFile {
+  std::string name;
+  uint64_t bytes = 0;
+  uint32_t crc32c = 0;
+};
+
+class CheckpointWriter {
+ public:
+  // Creates RUN_DIR (if needed) and the temp directory. Errors: SystemError.
+  CheckpointWriter(std::filesystem::path run_dir, int64_t step);
+  ~CheckpointWriter();  // without commit(), the temp directory is removed: no checkpoint appears
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+
+  // Writes one blob, checksumming it as it streams; fsynced before returning. `name` is a plain
+  // file name (no '/', not starting with '.', not "manifest.json"), unique in the checkpoint.
+  void add_blob(const std::string& name, const void* data, size_t bytes);
+  void set_meta(const nlohmann::json& meta);
+  // Writes the manifest and renames the directory into place (atomically replacing a checkpoint of
+  // the same step, if any); returns RUN_DIR/ckpt_<step>.
+  std::filesystem::path commit();
+
+ private:
+  std::filesystem::path run_dir_, tmp_dir_;
+  int64_t step_;
+  std::vector<CheckpointFile> files_;
+  nlohmann::json meta_ = nlohmann::json::object();
+  bool committed_ = false;
+};
+
+struct LoadedCheckpoint {
+  std::filesystem::path dir;
+  int64_t step = 0;
+  nlohmann::json meta;               // what the writer passed to set_meta
+  std::vector<CheckpointFile> files;  // from the manifest, in the order written
+
+  bool has_blob(const std::string& name) const;
+  // Read a blob, checking its size and checksum again as it is read; CheckpointError naming the file
+  // on any mismatch, including `expected_bytes` differing from the stored size.
+  std::vector<uint8_t> blob(const std::string& name) const;
+  void read_blob(const std::string& name, void* dst, size_t expected_bytes) const;
+
+ private:
+  const CheckpointFile& entry(const std::string& name) const;
+};
+
+// Strict: the manifest must parse and every file must have its recorded size and checksum;
+// otherwise CheckpointError naming the file and the problem.
+LoadedCheckpoint load_checkpoint(const std::filesystem::path& ckpt_dir);
+
+// The newest valid checkpoint in RUN_DIR. Damaged newer ones are skipped with a warning naming the
+// problem. nullopt when RUN_DIR holds no checkpoint (or does not exist); CheckpointError listing
+// each checkpoint and why it is invalid when some exist but none is valid.
+std::optional<LoadedCheckpoint> load_latest_checkpoint(const std::filesystem::path& run_dir);
+
+// Keeps the `keep_last` (>= 1) highest-step checkpoints and deletes the rest, and removes temp
+// directories left by crashed writers (not those of writers alive in this process).
+void prune_checkpoints(const std::filesystem::path& run_dir, int keep_last);
+
+}  // namespace eco

@@ -1,0 +1,168 @@
+#include "train/config_schema.h"
+
+#include <string>
+
+namespace eco {
+namespace {
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+std::vector<Section> sections() {
+  return {
+      {"model", "The network: architecture and shape, initialisation."},
+      {"data", "Token shards (llm.c format) and the tokenizer used to print samples."},
+      {"optim", "Optimizer, weight mode (where ECO lives), number formats and the learning-rate schedule."},
+      {"train", "Length, batch shape, evaluation / sampling / checkpoint cadence, threads."},
+      {"log", "Where the run writes its files and how often it prints."},
+  };
+}
+
+std::vector<SchemaEntry> entries() {
+  return {
+      // model
+      enum_key("model.arch", "gpt2", {"gpt2", "llama"},
+               "gpt2: LayerNorm, GELU(tanh), learned positions, biases, tied head (llm.c layout). "
+               "llama: RMSNorm, RoPE, SwiGLU, no biases."),
+      int_key("model.vocab_size", 50257, Range::closed(2, 1 << 20),
+              "Real vocabulary: every token in the data must be below it (50257 for GPT-2 BPE, 256 for bytes)."),
+      int_key("model.padded_vocab", 0, Range::closed(0, 1 << 21),
+              "Rows of the embedding and head. 0 = vocab_size rounded up to a multiple of 128 (as llm.c); "
+              "otherwise at least vocab_size. Padding rows stay zero."),
+      int_key("model.n_layer", 4, Range::closed(1, 256), "Transformer blocks."),
+      int_key("model.n_head", 4, Range::closed(1, 1024), "Attention heads; must divide d_model."),
+      int_key("model.d_model", 256, Range::closed(1, 65536), "Width of the residual stream."),
+      int_key("model.max_seq_len", 1024, Range::closed(1, 1 << 20),
+              "Longest sequence: learned position rows (gpt2) or RoPE table length (llama)."),
+      int_key("model.mlp_hidden", 0, Range::closed(0, 1 << 20),
+              "MLP hidden width. 0 = default: 4*d_model (gpt2), ceil(8*d_model/3) rounded up to 256 (llama)."),
+      bool_key("model.tied_head", true, "Share the LM head with the token embedding. gpt2 requires true."),
+      float_key("model.rope_theta", 10000.0, Range::above(0), "RoPE base frequency (llama)."),
+      float_key("model.init_std", 0.02, Range::above(0),
+                "Std of the normal init; residual projections use init_std / sqrt(2 * n_layer)."),
+      float_key("model.norm_eps", 1e-5, Range::above(0), "Epsilon of LayerNorm / RMSNorm."),
+      path_key("model.init_from", "",
+               "llm.c fp32 checkpoint (magic 20240326) to start from instead of a random init; empty = random init. "
+               "Its shape must match the model section."),
+      // data
+      path_key("data.train", "", "Training token shard(s): a file or a glob such as data/fineweb/train_*.bin.",
+               /*required=*/true),
+      path_key("data.val", "", "Validation token shard(s): a file or a glob.", /*required=*/true),
+      enum_key("data.tokenizer", "gpt2", {"gpt2", "byte"}, "Tokenizer used to decode printed samples."),
+      path_key("data.tokenizer_dir", "data/tokenizer",
+               "Directory with the GPT-2 vocab and merges; needed only to print samples with tokenizer gpt2 "
+               "(the trainer warns and prints token ids when it is missing).",
+               /*required=*/false, /*check_exists=*/false),
+      bool_key("data.shuffle", true, "Shuffle the order of training windows, seeded by train.seed (false = in file order)."),
+      // optim
+      enum_key("optim.mode", "fp32", {"fp32", "bf16", "bf16_sr", "master", "master_sr", "naive", "sr", "eco", "eco_sr"},
+               "How quantized weights are stored and updated: fp32 reference; bf16 / FP8 copies with an fp32 master "
+               "(bf16, master, master_sr); or low-precision weights only, rounded to nearest (naive), stochastically "
+               "(sr, bf16_sr), or with the rounding error folded into the first moment (eco, eco_sr). See DESIGN.md 4."),
+      enum_key("optim.optimizer", "adamw", {"adamw", "sgdm"}, "AdamW, or SGD with momentum (beta1 is the momentum)."),
+      float_key("optim.lr", 6e-4, Range::above(0), "Peak learning rate."),
+      float_key("optim.beta1", 0.9, Range::closed_open(0, 1), "First-moment decay (momentum for sgdm)."),
+      float_key("optim.beta2", 0.95, Range::closed_open(0, 1), "Second-moment decay (AdamW)."),
+      float_key("optim.eps", 1e-8, Range::above(0), "AdamW epsilon, added to sqrt(v_hat)."),
+      float_key("optim.weight_decay", 0.1, Range::at_least(0), "Decoupled weight decay coefficient (lambda in DESIGN.md 4)."),
+      float_key("optim.grad_clip", 1.0, Range::at_least(0), "Clip the global gradient norm to this value; 0 = off."),
+      enum_key("optim.schedule", "cosine", {"cosine", "linear", "constant"},
+               "Learning-rate shape after warmup: cosine or linear decay to final_lr_ratio * lr, or constant."),
+      int_key("optim.warmup_steps", -1, Range::at_least(-1), "Linear warmup length in steps; -1 = warmup_ratio * train.steps."),
+      float_key("optim.warmup_ratio", 0.1, Range::closed(0, 1), "Warmup length as a fraction of train.steps (when warmup_steps is -1)."),
+      float_key("optim.warmup_init_ratio", 0.01, Range::closed(0, 1), "Warmup starts at this fraction of lr."),
+      float_key("optim.final_lr_ratio", 0.1, Range::closed(0, 1), "Cosine / linear decay ends at this fraction of lr."),
+      enum_key("optim.weight_format", "e4m3", {"e4m3", "e5m2", "int8"}, "Number format of the stored quantized weights."),
+      enum_key("optim.scaling", "row", {"row", "tensor", "block128"},
+               "Scale granularity of quantized weights: one per output row, one per tensor, or per 128x128 block."),
+      bool_key("optim.pow2_scales", false, "Round every scale to a power of two."),
+      enum_key("optim.state_format", "fp32", {"fp32", "bf16"}, "Storage of the optimizer moments m and v (bf16 is stochastically rounded)."),
+      bool_key("optim.fp8_backward", false, "Backward GEMMs in FP8 (E5M2 output gradients) instead of BF16/FP32."),
+      bool_key("optim.quantize_activations", true, "Quantize forward GEMM activations to E4M3 (per-token scales) in FP8 modes."),
+      // train
+      int_key("train.steps", 1000, Range::at_least(1), "Optimizer steps of the whole run."),
+      int_key("train.batch_size", 8, Range::at_least(1), "Sequences per micro-batch (per rank)."),
+      int_key("train.seq_len", 128, Range::at_least(1), "Tokens per sequence; at most model.max_seq_len."),
+      int_key("train.grad_accum", 1, Range::at_least(1), "Micro-batches accumulated per optimizer step."),
+      int_key("train.eval_every", 100, Range::at_least(0), "Validation loss every N steps; 0 = only at the start and the end."),
+      int_key("train.eval_batches", 8, Range::at_least(1), "Validation micro-batches per evaluation."),
+      int_key("train.sample_tokens", 64, Range::at_least(0), "Tokens generated and printed at each evaluation; 0 = no samples."),
+      int_key("train.seed", 1337, Range::at_least(0), "Seed of the init, data order, stochastic rounding and sampling."),
+      int_key("train.checkpoint_every", 0, Range::at_least(0), "Checkpoint every N steps; 0 = only at the end."),
+      int_key("train.keep_checkpoints", 2, Range::at_least(1), "Newest checkpoints kept; older ones are deleted."),
+      int_key("train.threads", 0, Range::at_least(0), "CPU threads; 0 = all cores."),
+      int_key("train.max_bad_steps", 5, Range::at_least(0),
+              "Consecutive steps with a NaN/Inf loss or gradient norm that are skipped before the run stops."),
+      // log
+      out_path_key("log.dir", "runs/default", "Run directory: config.json, metrics.jsonl and checkpoints."),
+      int_key("log.every", 1, Range::at_least(1), "Print a console line every N steps."),
+  };
+}
+
+std::vector<CrossCheck> cross_checks() {
+  return {
+      {"model.d_model must be divisible by model.n_head.",
+       [](const Config& c) {
+         const int64_t d = c.get_int("model.d_model"), h = c.get_int("model.n_head");
+         if (d % h != 0)
+           throw_config_error("model.d_model", str(d) + " is not divisible by model.n_head (" + str(h) + ")");
+       }},
+      {"llama: the head dimension model.d_model / model.n_head must be even (RoPE rotates pairs of dimensions).",
+       [](const Config& c) {
+         const int64_t hd = c.get_int("model.d_model") / c.get_int("model.n_head");
+         if (c.get_string("model.arch") == "llama" && hd % 2 != 0)
+           throw_config_error("model.n_head", "llama needs an even head dimension for RoPE, d_model/n_head = " + str(hd));
+       }},
+      {"gpt2 ties the LM head to the token embedding (llm.c layout): model.tied_head must be true.",
+       [](const Config& c) {
+         if (c.get_string("model.arch") == "gpt2" && !c.get_bool("model.tied_head"))
+           throw_config_error("model.tied_head", "the gpt2 architecture always ties the head; set it to true or use arch llama");
+       }},
+      {"model.padded_vocab is 0 or at least model.vocab_size.",
+       [](const Config& c) {
+         const int64_t p = c.get_int("model.padded_vocab"), v = c.get_int("model.vocab_size");
+         if (p != 0 && p < v)
+           throw_config_error("model.padded_vocab", "expected 0 or a value >= model.vocab_size (" + str(v) + "), got " + str(p));
+       }},
+      {"train.seq_len is at most model.max_seq_len.",
+       [](const Config& c) {
+         const int64_t t = c.get_int("train.seq_len"), m = c.get_int("model.max_seq_len");
+         if (t > m)
+           throw_config_error("train.seq_len", str(t) + " exceeds model.max_seq_len (" + str(m) +
+                                                   "); lower train.seq_len or raise model.max_seq_len");
+       }},
+      {"optim.warmup_steps is at most train.steps.",
+       [](const Config& c) {
+         const int64_t w = c.get_int("optim.warmup_steps"), s = c.get_int("train.steps");
+         if (w > s) throw_config_error("optim.warmup_steps", str(w) + " exceeds train.steps (" + str(s) + ")");
+       }},
+  };
+}
+
+}  // namespace
+
+const Schema& eco_train_schema() {
+  static const Schema schema{sections(), entries(), cross_checks()};
+  return schema;
+}
+
+std::string eco_train_config_markdown() {
+  return "# eco_train configuration\n\n"
+         "<!-- Generated from src/train/config_schema.cpp by tests/test_config.cpp; regenerate with\n"
+         "     ECO_UPDATE_DOCS=1 build/test_config \"[docs]\" -->\n\n"
+         "A run is configured by one JSON file (`eco_train --config FILE`) with one object per section.\n"
+         "Keys left out take the defaults below. Any key can be overridden on the command line with\n"
+         "`--set KEY=VALUE`, applied in order after the file; VALUE is read as JSON when it parses\n"
+         "(`--set optim.lr=3e-4`, `--set data.shuffle=false`) and as text otherwise\n"
+         "(`--set data.train=data/x/train_*.bin`). `//` and `/* */` comments are allowed in the file.\n\n"
+         "Every key is checked before any work: an unknown key (with a suggestion), a wrong type, a value out of\n"
+         "range, a missing input file or a broken rule across keys stops the run with exit code 2 and one line\n"
+         "naming the key, e.g. `config error: optim.lr: expected a number > 0, got -1`.\n\n"
+         "Relative paths are resolved from the current working directory, not from the config file's\n"
+         "directory. Input paths (`path`) must name an existing file or directory, or a glob with at least one\n"
+         "match; output paths are created by the run. The resolved config (every key, defaults filled) is\n"
+         "written to `LOG_DIR/config.json` and stored in every checkpoint. `eco_train --help-config` prints\n"
+         "this reference as text.\n\n" +
+         schema_markdown(eco_train_schema());
+}
+
+}  // namespace eco

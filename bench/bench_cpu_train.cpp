@@ -21,7 +21,7 @@
 
 #include "cpu/cpu_ops.h"
 #include "model/gpt.h"
-#include "optim/adamw.h"
+#include "optim/weight_optimizer.h"
 
 namespace {
 
@@ -172,11 +172,17 @@ int main(int argc, char** argv) {
   const double fb_seconds = now() - t0;
   ops.set_profiling(false);
 
-  eco::AdamW adam(model.tensors(), model.num_params(), eco::AdamWHyper{});
+  std::vector<eco::OptimTensor> otensors;
+  for (const eco::ParamTensor& p : model.tensors()) {
+    const size_t rows = p.shape.size() == 2 ? static_cast<size_t>(p.shape[0]) : 1;
+    otensors.push_back({p.name, rows, p.numel / rows, false, p.weight_decay, model.params() + p.offset,
+                        model.grads() + p.offset});
+  }
+  eco::WeightOptimizer adam(otensors, eco::OptimizerSpec{});
   t0 = now();
   for (int i = 0; i < a.steps; ++i) {
     fwd_bwd();
-    adam.step(model.params(), model.grads(), 1e-4f, i + 1);
+    adam.step(1e-4f, i + 1);
   }
   const double train_seconds = now() - t0;
 

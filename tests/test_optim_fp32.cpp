@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "optim/adamw.h"
+#include "optim/weight_optimizer.h"
 #include "optim/grad_norm.h"
 #include "optim/lr_schedule.h"
 
@@ -35,24 +35,22 @@ TEST_CASE("LR schedule: warmup from the init ratio, cosine / linear / constant t
 }
 
 TEST_CASE("AdamW matches a float64 reference over several steps, decay only where asked", "[optim]") {
-  std::vector<ParamTensor> tensors(2);
-  tensors[0].name = "w";
-  tensors[0].offset = 0;
-  tensors[0].numel = 5;
-  tensors[0].weight_decay = true;
-  tensors[1].name = "b";
-  tensors[1].offset = 5;
-  tensors[1].numel = 3;
-  tensors[1].weight_decay = false;
-  AdamWHyper h{0.9f, 0.95f, 1e-8f, 0.1f};
-  AdamW opt(tensors, 8, h);
   std::vector<float> w = {0.5f, -0.25f, 1.0f, 0.0f, 2.0f, 0.1f, -0.1f, 0.3f};
+  std::vector<float> g(8);
+  std::vector<OptimTensor> tensors(2);
+  tensors[0] = {"w", 1, 5, false, true, w.data(), g.data()};
+  tensors[1] = {"b", 1, 3, false, false, w.data() + 5, g.data() + 5};
+  OptimizerSpec spec;
+  spec.beta1 = 0.9f;
+  spec.beta2 = 0.95f;
+  spec.eps = 1e-8f;
+  spec.weight_decay = 0.1f;
+  WeightOptimizer opt(tensors, spec);
   std::vector<double> wr(w.begin(), w.end()), m(8, 0.0), v(8, 0.0);
   for (int t = 1; t <= 6; ++t) {
-    std::vector<float> g(8);
     for (int i = 0; i < 8; ++i) g[i] = static_cast<float>(std::sin(1.3 * i + 0.7 * t));
     const double lr = 0.01 * t;
-    opt.step(w.data(), g.data(), static_cast<float>(lr), t);
+    opt.step(static_cast<float>(lr), t);
     for (int i = 0; i < 8; ++i) {
       m[i] = 0.9 * m[i] + 0.1 * g[i];
       v[i] = 0.95 * v[i] + 0.05 * double(g[i]) * g[i];

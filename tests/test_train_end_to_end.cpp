@@ -70,7 +70,7 @@ TEST_CASE("interrupted and resumed run is bit-identical to an uninterrupted one"
   REQUIRE(ra.size() == rb.size());
   for (size_t i = 0; i < ra.size(); ++i) CHECK(ra[i] == rb[i]);
   // Final weights and moments identical to the last bit.
-  for (const char* blob : {"params.f32", "adam_m.f32", "adam_v.f32"})
+  for (const char* blob : {"values.f32", "codes.bin", "scales.f32", "m.bin", "v.bin"})
     CHECK(read_text(a.dir / "run/ckpt_00000030" / blob) == read_text(b.dir / "run/ckpt_00000030" / blob));
 }
 
@@ -83,7 +83,7 @@ TEST_CASE("a corrupt newest checkpoint is reported and the previous good one is 
   b.write_config();
   REQUIRE(run_command(base_cmd(b) + " --stop-after 20", b.dir / "log1.txt") == 0);
   // Flip one byte in the newest checkpoint's weights.
-  auto blob = b.dir / "run/ckpt_00000020/params.f32";
+  auto blob = b.dir / "run/ckpt_00000020/values.f32";
   REQUIRE(std::filesystem::exists(blob));
   {
     std::fstream f(blob, std::ios::in | std::ios::out | std::ios::binary);
@@ -105,7 +105,7 @@ TEST_CASE("a corrupt newest checkpoint is reported and the previous good one is 
 
   // Every checkpoint corrupt: the run stops with a checkpoint error (exit 4) instead of starting over.
   for (const auto& e : std::filesystem::directory_iterator(b.dir / "run"))
-    if (e.path().filename().string().rfind("ckpt_", 0) == 0) std::filesystem::resize_file(e.path() / "adam_v.f32", 10);
+    if (e.path().filename().string().rfind("ckpt_", 0) == 0) std::filesystem::resize_file(e.path() / "v.bin", 10);
   CHECK(run_command(base_cmd(b) + " --resume", b.dir / "log3.txt") == 4);
 }
 

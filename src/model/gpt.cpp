@@ -2,6 +2,7 @@
 // passes are in gpt_forward_backward.cpp, the activation layout in gpt_activations.cpp.
 #include "model/gpt.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -55,7 +56,7 @@ const char* param_kind_name(ParamKind k) {
   return "?";
 }
 
-GPT::GPT(const ModelConfig& cfg, Ops& ops) : cfg_(cfg), ops_(ops) {
+GPT::GPT(const ModelConfig& cfg, Ops& ops, GptOptions options) : cfg_(cfg), ops_(ops), options_(options) {
   const auto bad = [](const std::string& what) { throw ConfigError("model: " + what); };
   if (cfg_.n_layer < 1 || cfg_.n_head < 1 || cfg_.d_model < 1) bad("n_layer, n_head and d_model must be positive");
   if (cfg_.d_model % cfg_.n_head != 0)
@@ -68,9 +69,12 @@ GPT::GPT(const ModelConfig& cfg, Ops& ops) : cfg_(cfg), ops_(ops) {
   if (cfg_.arch == Arch::Llama && cfg_.head_dim() % 2 != 0)
     bad("RoPE needs an even head dimension, d_model/n_head = " + std::to_string(cfg_.head_dim()));
   build_layout();
-  params_ = ops_.alloc_floats(num_params_);
+  params_ = ops_.alloc_floats(resident_params_);
   grads_ = ops_.alloc_floats(num_params_);
-  ops_.fill_zero(params_, num_params_ * sizeof(float));
+  ops_.fill_zero(params_, resident_params_ * sizeof(float));
+  // The forward cannot run without a source, but the scratch it fills is part of the model's
+  // footprint from the start.
+  if (options_.external_linear_weights) weight_scratch_ = ops_.alloc_floats(max_linear_numel_);
   ops_.fill_zero(grads_, num_params_ * sizeof(float));
   if (cfg_.arch == Arch::Llama) {
     const int half = cfg_.head_dim() / 2;
@@ -96,56 +100,82 @@ GPT::~GPT() {
   if (rope_cos_) ops_.free(rope_cos_);
   if (rope_sin_) ops_.free(rope_sin_);
   if (act_buffer_) ops_.free(act_buffer_);
+  if (weight_scratch_) ops_.free(weight_scratch_);
 }
 
 // Stacked [L, ...] tensors in llm.c's order (for gpt2 the buffer IS an llm.c checkpoint body), one
-// ParamTensor per layer so every linear weight is its own [out, in] matrix.
+// ParamTensor per layer so every linear weight is its own [out, in] matrix. With external linear
+// weights the tensor list and its order stay the same; only the offsets move the Linear tensors
+// behind all the others, so params() can stop where they begin and every [L, ...] group stays
+// contiguous.
 void GPT::build_layout() {
   const int64_t L = cfg_.n_layer, C = cfg_.d_model, H = cfg_.hidden(), Vp = cfg_.padded_vocab;
   const bool gpt2 = cfg_.arch == Arch::GPT2;
   const int64_t mlp_in = gpt2 ? H : 2 * H;  // llama: gate and up in one [2H, C] matrix
   const double std = cfg_.init_std;
   const double proj_std = cfg_.init_std / std::sqrt(2.0 * static_cast<double>(L));
-  size_t off = 0;
+  // First the tensors (index of the first of each group in the views), then the offsets.
   auto add = [&](const std::string& name, std::vector<int64_t> shape, ParamKind kind, float init) {
     size_t numel = 1;
     for (int64_t d : shape) numel *= static_cast<size_t>(d);
     ParamTensor t;
     t.name = name;
     t.shape = std::move(shape);
-    t.offset = off;
     t.numel = numel;
     t.kind = kind;
     t.weight_decay = t.shape.size() == 2;
     tensors_.push_back(std::move(t));
     init_std_.push_back(init);
-    off += numel;
-    return tensors_.back().offset;
+    return tensors_.size() - 1;
   };
   auto add_stacked = [&](const std::string& suffix, const std::vector<int64_t>& shape, ParamKind kind, float init) {
-    const size_t first = off;
+    const size_t first = tensors_.size();
     for (int64_t l = 0; l < L; ++l) add("h." + std::to_string(l) + "." + suffix, shape, kind, init);
     return first;
   };
   constexpr float kZeros = 0.0f, kOnes = -1.0f;
-  v_.wte = add("wte", {Vp, C}, ParamKind::Embedding, static_cast<float>(std));
-  v_.wpe = gpt2 ? add("wpe", {cfg_.max_seq_len, C}, ParamKind::Embedding, static_cast<float>(std)) : npos;
-  v_.ln1w = add_stacked("ln1.w", {C}, ParamKind::Norm, kOnes);
-  v_.ln1b = gpt2 ? add_stacked("ln1.b", {C}, ParamKind::Norm, kZeros) : npos;
-  v_.qkvw = add_stacked("qkv.w", {3 * C, C}, ParamKind::Linear, static_cast<float>(std));
-  v_.qkvb = gpt2 ? add_stacked("qkv.b", {3 * C}, ParamKind::Bias, kZeros) : npos;
-  v_.attprojw = add_stacked("attproj.w", {C, C}, ParamKind::Linear, static_cast<float>(proj_std));
-  v_.attprojb = gpt2 ? add_stacked("attproj.b", {C}, ParamKind::Bias, kZeros) : npos;
-  v_.ln2w = add_stacked("ln2.w", {C}, ParamKind::Norm, kOnes);
-  v_.ln2b = gpt2 ? add_stacked("ln2.b", {C}, ParamKind::Norm, kZeros) : npos;
-  v_.fcw = add_stacked("fc.w", {mlp_in, C}, ParamKind::Linear, static_cast<float>(std));
-  v_.fcb = gpt2 ? add_stacked("fc.b", {mlp_in}, ParamKind::Bias, kZeros) : npos;
-  v_.fcprojw = add_stacked("fcproj.w", {C, H}, ParamKind::Linear, static_cast<float>(proj_std));
-  v_.fcprojb = gpt2 ? add_stacked("fcproj.b", {C}, ParamKind::Bias, kZeros) : npos;
-  v_.lnfw = add("lnf.w", {C}, ParamKind::Norm, kOnes);
-  v_.lnfb = gpt2 ? add("lnf.b", {C}, ParamKind::Norm, kZeros) : npos;
-  v_.head = cfg_.tied_head ? npos : add("head.w", {Vp, C}, ParamKind::Head, static_cast<float>(std));
+  Views idx{};
+  idx.wte = add("wte", {Vp, C}, ParamKind::Embedding, static_cast<float>(std));
+  idx.wpe = gpt2 ? add("wpe", {cfg_.max_seq_len, C}, ParamKind::Embedding, static_cast<float>(std)) : npos;
+  idx.ln1w = add_stacked("ln1.w", {C}, ParamKind::Norm, kOnes);
+  idx.ln1b = gpt2 ? add_stacked("ln1.b", {C}, ParamKind::Norm, kZeros) : npos;
+  idx.qkvw = add_stacked("qkv.w", {3 * C, C}, ParamKind::Linear, static_cast<float>(std));
+  idx.qkvb = gpt2 ? add_stacked("qkv.b", {3 * C}, ParamKind::Bias, kZeros) : npos;
+  idx.attprojw = add_stacked("attproj.w", {C, C}, ParamKind::Linear, static_cast<float>(proj_std));
+  idx.attprojb = gpt2 ? add_stacked("attproj.b", {C}, ParamKind::Bias, kZeros) : npos;
+  idx.ln2w = add_stacked("ln2.w", {C}, ParamKind::Norm, kOnes);
+  idx.ln2b = gpt2 ? add_stacked("ln2.b", {C}, ParamKind::Norm, kZeros) : npos;
+  idx.fcw = add_stacked("fc.w", {mlp_in, C}, ParamKind::Linear, static_cast<float>(std));
+  idx.fcb = gpt2 ? add_stacked("fc.b", {mlp_in}, ParamKind::Bias, kZeros) : npos;
+  idx.fcprojw = add_stacked("fcproj.w", {C, H}, ParamKind::Linear, static_cast<float>(proj_std));
+  idx.fcprojb = gpt2 ? add_stacked("fcproj.b", {C}, ParamKind::Bias, kZeros) : npos;
+  idx.lnfw = add("lnf.w", {C}, ParamKind::Norm, kOnes);
+  idx.lnfb = gpt2 ? add("lnf.b", {C}, ParamKind::Norm, kZeros) : npos;
+  idx.head = cfg_.tied_head ? npos : add("head.w", {Vp, C}, ParamKind::Head, static_cast<float>(std));
+
+  size_t off = 0;
+  const bool external = options_.external_linear_weights;
+  for (int pass = 0; pass < (external ? 2 : 1); ++pass) {
+    for (ParamTensor& t : tensors_) {
+      if (external && (t.kind == ParamKind::Linear) != (pass == 1)) continue;
+      t.offset = off;
+      off += t.numel;
+    }
+    if (pass == 0) resident_params_ = off;
+  }
   num_params_ = off;
+
+  for (size_t Views::*view : {&Views::wte, &Views::wpe, &Views::ln1w, &Views::ln1b, &Views::qkvw, &Views::qkvb,
+                              &Views::attprojw, &Views::attprojb, &Views::ln2w, &Views::ln2b, &Views::fcw, &Views::fcb,
+                              &Views::fcprojw, &Views::fcprojb, &Views::lnfw, &Views::lnfb, &Views::head})
+    v_.*view = idx.*view == npos ? npos : tensors_[idx.*view].offset;
+  linear_tensor_index_.resize(static_cast<size_t>(L));
+  for (int64_t l = 0; l < L; ++l) {
+    const size_t ul = static_cast<size_t>(l);
+    linear_tensor_index_[ul] = {idx.qkvw + ul, idx.attprojw + ul, idx.fcw + ul, idx.fcprojw + ul};
+  }
+  for (const ParamTensor& t : tensors_)
+    if (t.kind == ParamKind::Linear && t.numel > max_linear_numel_) max_linear_numel_ = t.numel;
 }
 
 const ParamTensor& GPT::tensor(const std::string& name) const {
@@ -154,25 +184,51 @@ const ParamTensor& GPT::tensor(const std::string& name) const {
   throw Error("model has no parameter tensor \"" + name + "\"");
 }
 
+void GPT::init_tensor_values(size_t tensor_index, uint64_t seed, float* host_out) const {
+  if (tensor_index >= tensors_.size())
+    throw Error("init_tensor_values: tensor index " + std::to_string(tensor_index) + " out of range (" +
+                std::to_string(tensors_.size()) + " tensors)");
+  const ParamTensor& t = tensors_[tensor_index];
+  const float init = init_std_[tensor_index];
+  std::fill(host_out, host_out + t.numel, init < 0.0f ? 1.0f : 0.0f);
+  if (init > 0.0f) {
+    // Rows past the real vocabulary stay 0 (llm.c's padding): no token selects them and their
+    // logits must not take probability mass.
+    size_t n = t.numel;
+    if (t.name == "wte" || t.name == "head.w") n = static_cast<size_t>(cfg_.vocab_size) * cfg_.d_model;
+    fill_normal(host_out, n, init, tensor_stream(seed, t.name));
+  }
+}
+
 void GPT::init_weights(uint64_t seed) {
   std::vector<float> host;
   for (size_t i = 0; i < tensors_.size(); ++i) {
     const ParamTensor& t = tensors_[i];
-    const float init = init_std_[i];
-    host.assign(t.numel, init < 0.0f ? 1.0f : 0.0f);
-    if (init > 0.0f) {
-      // Rows past the real vocabulary stay 0 (llm.c's padding): no token selects them and their
-      // logits must not take probability mass.
-      size_t n = t.numel;
-      if (t.name == "wte" || t.name == "head.w") n = static_cast<size_t>(cfg_.vocab_size) * cfg_.d_model;
-      fill_normal(host.data(), n, init, tensor_stream(seed, t.name));
-    }
+    if (t.offset >= resident_params_) continue;  // external: its owner initialises it
+    host.resize(t.numel);
+    init_tensor_values(i, seed, host.data());
     ops_.copy_from_host(params_ + t.offset, host.data(), t.numel * sizeof(float));
   }
 }
 
-void GPT::download_params(float* host) const { ops_.copy_to_host(host, params_, num_params_ * sizeof(float)); }
-void GPT::upload_params(const float* host) { ops_.copy_from_host(params_, host, num_params_ * sizeof(float)); }
+void GPT::download_params(float* host) const {
+  ops_.copy_to_host(host, params_, resident_params_ * sizeof(float));
+}
+void GPT::upload_params(const float* host) { ops_.copy_from_host(params_, host, resident_params_ * sizeof(float)); }
+
+void GPT::set_linear_weight_source(const LinearWeightSource* source) {
+  if (!source && options_.external_linear_weights)
+    throw Error("GPT::set_linear_weight_source(nullptr): this model has no fp32 linear weights of its own "
+                "(external_linear_weights); it needs a source");
+  weight_source_ = source;
+  if (source && !weight_scratch_) weight_scratch_ = ops_.alloc_floats(max_linear_numel_);
+  if (!source && weight_scratch_) {
+    ops_.free(weight_scratch_);
+    weight_scratch_ = nullptr;
+  }
+}
+
+size_t GPT::weight_scratch_floats() const { return weight_scratch_ ? max_linear_numel_ : 0; }
 
 size_t GPT::head_offset() const { return cfg_.tied_head ? v_.wte : v_.head; }
 

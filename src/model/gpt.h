@@ -3,12 +3,18 @@
 // or Llama-style (RMSNorm, RoPE, SwiGLU, no biases, tied or untied head), orchestrated over the
 // ops interface. All parameters live in one buffer with named views; gradients mirror it;
 // activations are one buffer sized up front for the largest (B, T) seen.
+//
+// For the FP8 work the block linears can read their weights from elsewhere (a LinearWeightSource:
+// the optimizer's dequantized stored copies), and their GEMM operands can be fake-quantized
+// per row (activations in the forward, output gradients in the backward).
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "model/model_config.h"
 #include "model/ops.h"
+#include "quant/quant_format.h"
 
 namespace eco {
 
@@ -31,11 +37,30 @@ struct ParamTensor {
   bool weight_decay = false;   // 2-D tensors decay (as llm.c), norms and biases do not
 };
 
+// Supplies the values the forward/backward use for a block linear weight (ParamKind::Linear) when
+// the model does not own them, or when the forward must use a quantized copy of a master.
+class LinearWeightSource {
+ public:
+  virtual ~LinearWeightSource() = default;
+  // Writes the tensor's [out, in] values (e.g. dequantized FP8 codes × scales) to `out`, a buffer
+  // of the model's backend holding numel floats. tensor_index indexes GPT::tensors().
+  virtual void linear_weight_values(size_t tensor_index, float* out) const = 0;
+};
+
+struct GptOptions {
+  // false: the model owns fp32 values of every tensor (params() covers all of them).
+  // true: the Linear tensors have no room in params(): the layout puts every Linear tensor after
+  //   all the others, params() holds only resident_param_count() floats, and every linear weight
+  //   read goes to the LinearWeightSource (which must be set before forward). grads() still covers
+  //   all tensors, at tensors()[i].offset.
+  bool external_linear_weights = false;
+};
+
 class GPT {
  public:
   // Allocates parameters and gradients through `ops` (which must outlive the model). Weights are
   // uninitialised until init_weights() or an import.
-  GPT(const ModelConfig& cfg, Ops& ops);
+  GPT(const ModelConfig& cfg, Ops& ops, GptOptions options = {});
   ~GPT();
   GPT(const GPT&) = delete;
   GPT& operator=(const GPT&) = delete;
@@ -43,19 +68,45 @@ class GPT {
   const ModelConfig& config() const { return cfg_; }
   const std::vector<ParamTensor>& tensors() const { return tensors_; }
   const ParamTensor& tensor(const std::string& name) const;  // throws eco::Error if there is none
+  const GptOptions& options() const { return options_; }
+  // Floats of every tensor (what grads() holds).
   size_t num_params() const { return num_params_; }
+  // Floats actually allocated for params(): num_params() unless the linear weights are external.
+  size_t resident_param_count() const { return resident_params_; }
+  // params() holds resident_param_count() floats; a tensor lives there iff its offset is below it.
   float* params() { return params_; }
   float* grads() { return grads_; }
   const float* params() const { return params_; }
   const float* grads() const { return grads_; }
 
-  // Host copies of the whole parameter buffer (num_params() floats), whatever the backend.
+  // Host copies of the resident parameter buffer (resident_param_count() floats), whatever the backend.
   void download_params(float* host) const;
   void upload_params(const float* host);
 
   // Normal(0, init_std) weights (residual projections init_std/sqrt(2L)), norms 1, biases 0,
   // padded vocabulary rows 0. Deterministic in `seed`, and each tensor has its own stream.
+  // With external linear weights only the resident tensors are written.
   void init_weights(uint64_t seed);
+  // The exact values init_weights(seed) gives tensor `tensor_index` (numel floats to host_out):
+  // how the owner of external weights initialises them.
+  void init_tensor_values(size_t tensor_index, uint64_t seed, float* host_out) const;
+
+  // Where the block linears read their weights: nullptr = params() (not allowed with external
+  // linear weights). The source must outlive its use; it is asked once per GEMM.
+  void set_linear_weight_source(const LinearWeightSource* source);
+  const LinearWeightSource* linear_weight_source() const { return weight_source_; }
+
+  // Fake quantization of the block linears' GEMM operands, one absmax scale per row, RTN.
+  struct LinearQuantization {
+    QuantFormat act_format = QuantFormat::E4M3;  // forward inputs (BF16 for the bf16 modes)
+    bool quantize_activations = false;
+    // Backward: output gradients to E5M2 before both GEMMs (the "FP8 backward" switch). The
+    // residual stream's own gradient is untouched; only the copy fed to the GEMMs is quantized.
+    bool quantize_output_grads = false;
+  };
+  // Takes effect at the next forward (a pending backward is cancelled: it must see the same setting).
+  void set_linear_quantization(const LinearQuantization& q);
+  const LinearQuantization& linear_quantization() const { return quant_; }
 
   // Runs the model on inputs[B,T] (token ids < vocab_size). With targets, returns the mean
   // cross-entropy and prepares backward(); with targets == nullptr computes logits only and
@@ -68,7 +119,8 @@ class GPT {
   // grads += d(loss_scale · mean loss)/dθ for the last forward (with targets).
   void backward(float loss_scale = 1.0f);
 
-  // Bytes of activations (forward saves + backward scratch) at this B, T.
+  // Bytes of activations (forward saves + backward scratch, including the quantized-operand and
+  // external-weight scratch buffers) at this B, T.
   size_t activation_bytes(int B, int T) const;
   // Parameter counts (total and without embeddings/head) and the shape.
   std::string summary() const;
@@ -92,6 +144,10 @@ class GPT {
     std::vector<Layer> layers;
     // Backward scratch (one of each, reused by every layer).
     float *dres, *dln, *dqkv, *datty, *dfch, *dfch_act;
+    // Fake-quantized GEMM operands (only with the matching LinearQuantization switch): a linear's
+    // input [N, max in] and its output gradient [N, max out].
+    float* input_q = nullptr;
+    float* dout_q = nullptr;
     int32_t* tokens = nullptr;
     int32_t* targets = nullptr;
     size_t total_bytes = 0;
@@ -100,10 +156,15 @@ class GPT {
   void ensure_activations(int B, int T);
   void build_layout();
 
-  // THE place every block linear reads its weight: the FP8 work substitutes dequantized weights here.
+  // THE place every block linear reads its weight: params() or, with a source, the scratch the
+  // source fills (each call overwrites it; every use is one GEMM right away).
   const float* linear_weight(int layer, LinearSlot slot) const;
-  // THE place activations enter a block linear's forward: the FP8 work quantizes rows to E4M3 here.
+  // THE place activations enter a block linear's GEMMs: with quantize_activations, the rows
+  // fake-quantized into input_q. Deterministic, so the backward recomputes the forward's operand
+  // bit for bit instead of keeping one per layer.
   const float* linear_input(const float* inp, int rows, int cols);
+  // The output gradient the backward GEMMs consume (E5M2 rows in dout_q with quantize_output_grads).
+  const float* linear_output_grad(const float* dout, int rows, int cols);
   size_t linear_weight_offset(int layer, LinearSlot slot) const;  // into params_ / grads_
   float* linear_weight_grad(int layer, LinearSlot slot);
   const float* linear_bias(int layer, LinearSlot slot) const;
@@ -118,12 +179,21 @@ class GPT {
   void norm_backward(float* dinp, const float* dout, const float* inp, const float* mean, const float* rstd,
                      size_t w_off, size_t b_off, int N);
   size_t head_offset() const;  // wte when tied
+  size_t weight_scratch_floats() const;  // 0 unless linear weights come from a source
 
   ModelConfig cfg_;
   Ops& ops_;
+  GptOptions options_;
   std::vector<ParamTensor> tensors_;
   std::vector<float> init_std_;  // per tensor: > 0 normal(0, std); 0 zeros; < 0 ones
   size_t num_params_ = 0;
+  size_t resident_params_ = 0;
+  // tensors_ index of each block linear weight, [layer][slot].
+  std::vector<std::array<size_t, 4>> linear_tensor_index_;
+  size_t max_linear_numel_ = 0;
+  const LinearWeightSource* weight_source_ = nullptr;
+  float* weight_scratch_ = nullptr;  // max_linear_numel_ floats, while a source is set
+  LinearQuantization quant_;
   float* params_ = nullptr;
   float* grads_ = nullptr;
   // Offsets (floats) of the stacked [L, ...] views; npos where the architecture has none.

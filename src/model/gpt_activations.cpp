@@ -1,5 +1,6 @@
 // The activation buffer: every tensor the forward saves for the backward, plus the backward's
 // scratch, laid out back to back in one allocation whose size is computed up front (llm.c style).
+#include <algorithm>
 #include <cstdint>
 
 #include "model/gpt.h"
@@ -53,11 +54,30 @@ GPT::ActPointers GPT::lay_out_activations(char* base, int B, int T) const {
   a.datty = f(N * C);
   a.dfch = f(N * mlp_in);
   a.dfch_act = f(N * H);
+  // One scratch per operand for all linears: each quantized copy is consumed by the GEMM(s) right
+  // after it is made.
+  if (quant_.quantize_activations) a.input_q = f(N * (H > C ? H : C));
+  if (quant_.quantize_output_grads) a.dout_q = f(N * std::max({3 * C, C, mlp_in}));
   a.total_bytes = off;
   return a;
 }
 
-size_t GPT::activation_bytes(int B, int T) const { return lay_out_activations(nullptr, B, T).total_bytes; }
+size_t GPT::activation_bytes(int B, int T) const {
+  return lay_out_activations(nullptr, B, T).total_bytes + weight_scratch_floats() * sizeof(float);
+}
+
+void GPT::set_linear_quantization(const LinearQuantization& q) {
+  const bool relayout = q.quantize_activations != quant_.quantize_activations ||
+                        q.quantize_output_grads != quant_.quantize_output_grads;
+  quant_ = q;
+  backward_ready_ = false;
+  if (relayout && act_buffer_) {  // the scratch slices come and go with the switches
+    ops_.free(act_buffer_);
+    act_buffer_ = nullptr;
+    act_B_ = act_T_ = 0;
+    acts_ = ActPointers{};
+  }
+}
 
 void GPT::ensure_activations(int B, int T) {
   if (act_buffer_ && B <= act_B_ && T <= act_T_) return;
@@ -66,7 +86,7 @@ void GPT::ensure_activations(int B, int T) {
   const int nt = T > act_T_ ? T : act_T_;
   if (act_buffer_) ops_.free(act_buffer_);
   act_buffer_ = nullptr;
-  act_buffer_ = static_cast<char*>(ops_.alloc(activation_bytes(nb, nt)));
+  act_buffer_ = static_cast<char*>(ops_.alloc(lay_out_activations(nullptr, nb, nt).total_bytes));
   act_B_ = nb;
   act_T_ = nt;
   // Pointers for the capacity shape; a smaller (B, T) uses the front of each slice.

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "model/gpt.h"
+#include "quant/quant_rows.h"
 
 namespace eco {
 
@@ -27,18 +28,15 @@ GPT::LinearDims GPT::linear_dims(LinearSlot slot) const {
 }
 
 size_t GPT::linear_weight_offset(int layer, LinearSlot slot) const {
-  const LinearDims d = linear_dims(slot);
-  size_t base = 0;
-  switch (slot) {
-    case LinearSlot::Qkv: base = v_.qkvw; break;
-    case LinearSlot::AttnOut: base = v_.attprojw; break;
-    case LinearSlot::MlpIn: base = v_.fcw; break;
-    case LinearSlot::MlpOut: base = v_.fcprojw; break;
-  }
-  return base + static_cast<size_t>(layer) * d.in * d.out;
+  return tensors_[linear_tensor_index_[static_cast<size_t>(layer)][static_cast<size_t>(slot)]].offset;
 }
 
-const float* GPT::linear_weight(int layer, LinearSlot slot) const { return params_ + linear_weight_offset(layer, slot); }
+const float* GPT::linear_weight(int layer, LinearSlot slot) const {
+  if (!weight_source_) return params_ + linear_weight_offset(layer, slot);
+  weight_source_->linear_weight_values(linear_tensor_index_[static_cast<size_t>(layer)][static_cast<size_t>(slot)],
+                                       weight_scratch_);
+  return weight_scratch_;
+}
 
 // Gradients mirror the parameter layout (and stay fp32 whatever linear_weight() serves).
 float* GPT::linear_weight_grad(int layer, LinearSlot slot) { return grads_ + linear_weight_offset(layer, slot); }
@@ -61,7 +59,19 @@ float* GPT::linear_bias_grad(int layer, LinearSlot slot) {
   return b ? grads_ + (b - params_) : nullptr;
 }
 
-const float* GPT::linear_input(const float* inp, int /*rows*/, int /*cols*/) { return inp; }
+// NaN/Inf inputs are not counted here: they reach the loss (or the gradient norm), where the
+// trainer detects them and skips the step.
+const float* GPT::linear_input(const float* inp, int rows, int cols) {
+  if (!quant_.quantize_activations) return inp;
+  quantize_dequantize_rows(quant_.act_format, inp, acts_.input_q, static_cast<size_t>(rows), static_cast<size_t>(cols));
+  return acts_.input_q;
+}
+
+const float* GPT::linear_output_grad(const float* dout, int rows, int cols) {
+  if (!quant_.quantize_output_grads) return dout;
+  quantize_dequantize_rows(QuantFormat::E5M2, dout, acts_.dout_q, static_cast<size_t>(rows), static_cast<size_t>(cols));
+  return acts_.dout_q;
+}
 
 void GPT::linear_forward(float* out, const float* inp, int layer, LinearSlot slot, int N) {
   const LinearDims d = linear_dims(slot);
@@ -69,10 +79,14 @@ void GPT::linear_forward(float* out, const float* inp, int layer, LinearSlot slo
                       d.out);
 }
 
+// Straight-through estimator: the weight gradient uses the very operand the forward multiplied
+// (recomputed bit for bit from the saved fp32 input), and the input gradient passes through the
+// quantizer as if it were the identity.
 void GPT::linear_backward(float* dinp, const float* dout, const float* inp, int layer, LinearSlot slot, int N) {
   const LinearDims d = linear_dims(slot);
-  ops_.matmul_backward(dinp, linear_weight_grad(layer, slot), linear_bias_grad(layer, slot), dout, inp,
-                       linear_weight(layer, slot), N, d.in, d.out);
+  ops_.matmul_backward(dinp, linear_weight_grad(layer, slot), linear_bias_grad(layer, slot),
+                       linear_output_grad(dout, N, d.out), linear_input(inp, N, d.in), linear_weight(layer, slot), N,
+                       d.in, d.out);
 }
 
 // ---- norms: LayerNorm (gpt2) or RMSNorm (llama) ----
@@ -110,6 +124,8 @@ float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) 
                       std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(V) +
                       "); the data was tokenized for a different model.vocab_size");
   }
+  if (options_.external_linear_weights && !weight_source_)
+    throw Error("GPT::forward: the linear weights are external; call set_linear_weight_source() first");
   backward_ready_ = false;
   ensure_activations(B, T);
   last_B_ = B;

@@ -83,6 +83,15 @@ ModelConfig config_from_header(const int32_t* h) {
   return m;
 }
 
+// The file body is every parameter in fp32; a model whose linear weights live elsewhere (in an
+// optimizer's quantized store) has no such buffer.
+void require_fp32_weights(const GPT& model, const char* what) {
+  if (model.options().external_linear_weights)
+    throw ConfigError(std::string("llm.c import/export needs the fp32 weights in the model; this model's linear "
+                                  "weights are external (a master-free quantized mode), so ") +
+                      what + " through a model built without external_linear_weights (an fp32 staging model)");
+}
+
 }  // namespace
 
 ModelConfig model_config_from_llmc(const std::filesystem::path& path) {
@@ -92,6 +101,7 @@ ModelConfig model_config_from_llmc(const std::filesystem::path& path) {
 }
 
 void load_llmc(GPT& model, const std::filesystem::path& path) {
+  require_fp32_weights(model, "import");
   const ModelConfig& cfg = model.config();
   if (cfg.arch != Arch::GPT2)
     throw ConfigError("model.arch: llm.c checkpoints hold the gpt2 architecture; cannot load " + path.string() +
@@ -128,6 +138,7 @@ void load_llmc(GPT& model, const std::filesystem::path& path) {
 }
 
 void save_llmc(const GPT& model, const std::filesystem::path& path) {
+  require_fp32_weights(model, "export");
   const ModelConfig& cfg = model.config();
   if (cfg.arch != Arch::GPT2 || !cfg.tied_head || cfg.hidden() != 4 * cfg.d_model)
     throw ConfigError("--export-llmc: the llm.c format holds only the gpt2 architecture (tied head, MLP 4·d_model)");
@@ -147,7 +158,11 @@ void save_llmc(const GPT& model, const std::filesystem::path& path) {
   std::error_code ec;
   std::filesystem::create_directories(parent, ec);
   if (ec) throw SystemError("cannot create directory " + parent.string() + ": " + ec.message());
-  const std::filesystem::path tmp = parent / ("." + path.filename().string() + ".tmp." + std::to_string(::getpid()));
+  // Built by appending: GCC 12 warns falsely (-Wrestrict) on "." + std::string.
+  std::string tmp_name = ".";
+  tmp_name += path.filename().string();
+  tmp_name += ".tmp." + std::to_string(::getpid());
+  const std::filesystem::path tmp = parent / tmp_name;
   try {
     DurableFile out(tmp);
     out.write(header.data(), kHeaderBytes);

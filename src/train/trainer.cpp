@@ -20,12 +20,12 @@
 #include "data/tokenizer.h"
 #include "model/gpt.h"
 #include "model/llmc_io.h"
-#include "optim/adamw.h"
 #include "optim/grad_norm.h"
 #include "optim/lr_schedule.h"
 #include "train/checkpoint_store.h"
 #include "train/metrics.h"
 #include "train/model_setup.h"
+#include "train/model_weights.h"
 #include "train/sampler.h"
 
 namespace eco {
@@ -42,15 +42,6 @@ std::string format_duration(double seconds) {
   char buf[32];
   if (s >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
   else std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
-  return buf;
-}
-
-std::string human_bytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024.0 && u < 4) { b /= 1024.0; ++u; }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f %s", b, units[u]);
   return buf;
 }
 
@@ -100,8 +91,8 @@ class TrainingRun {
   const LrSchedule schedule_;
   ModelConfig mcfg_;
   std::unique_ptr<CpuOps> ops_;
-  std::unique_ptr<GPT> model_;
-  std::unique_ptr<AdamW> optim_;
+  std::unique_ptr<ModelWeights> weights_;
+  GPT* model_ = nullptr;
   std::unique_ptr<DataLoader> train_loader_, val_loader_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<MetricsWriter> metrics_;
@@ -123,29 +114,22 @@ void TrainingRun::setup() {
   if (T_ > mcfg_.max_seq_len)
     throw ConfigError("train.seq_len: " + std::to_string(T_) + " exceeds model.max_seq_len (" +
                       std::to_string(mcfg_.max_seq_len) + ")");
-  const std::string mode = cfg_.get_string("optim.mode");
-  if (mode != "fp32")
-    throw ConfigError("optim.mode: \"" + mode + "\" needs the quantized-weight optimizer, which this build does not have yet; use \"fp32\"");
-
   train_loader_ = std::make_unique<DataLoader>(cfg_.get_string("data.train"), B_, T_, /*rank=*/0, /*world=*/1, seed_,
                                                cfg_.get_bool("data.shuffle"), mcfg_.vocab_size);
   val_loader_ = std::make_unique<DataLoader>(cfg_.get_string("data.val"), B_, T_, 0, 1, seed_, /*shuffle=*/false,
                                              mcfg_.vocab_size);
 
   ops_ = std::make_unique<CpuOps>();
-  model_ = std::make_unique<GPT>(mcfg_, *ops_);
-  model_->init_weights(seed_);
+  weights_ = std::make_unique<ModelWeights>(mcfg_, *ops_, optimizer_spec_from(cfg_),
+                                            cfg_.get_bool("optim.quantize_activations"), cfg_.get_bool("optim.fp8_backward"));
+  model_ = &weights_->model();
   const std::string init_from = cfg_.get_string("model.init_from");
   if (!init_from.empty()) {
-    load_llmc(*model_, init_from);
+    weights_->import_llmc(init_from);
     spdlog::info("initial weights from llm.c checkpoint {}", init_from);
+  } else {
+    weights_->init(seed_);
   }
-  AdamWHyper hyper;
-  hyper.beta1 = static_cast<float>(cfg_.get_float("optim.beta1"));
-  hyper.beta2 = static_cast<float>(cfg_.get_float("optim.beta2"));
-  hyper.eps = static_cast<float>(cfg_.get_float("optim.eps"));
-  hyper.weight_decay = static_cast<float>(cfg_.get_float("optim.weight_decay"));
-  optim_ = std::make_unique<AdamW>(model_->tensors(), model_->num_params(), hyper);
 
   if (cfg_.get_int("train.sample_tokens") > 0) {
     try {
@@ -161,11 +145,12 @@ void TrainingRun::setup() {
 
 void TrainingRun::print_plan() const {
   spdlog::info("model: {}", model_->summary());
-  const double n = static_cast<double>(model_->num_params());
-  spdlog::info("memory (static, per rank): weights {} + grads {} + adam m {} + v {} = {} ({:.1f} B/param); "
-               "activations ~{} at B={} T={}",
-               human_bytes(4 * n), human_bytes(4 * n), human_bytes(4 * n), human_bytes(4 * n), human_bytes(16 * n),
-               16.0, human_bytes(static_cast<double>(model_->activation_bytes(B_, T_))), B_, T_);
+  const OptimizerSpec& spec = weights_->spec();
+  spdlog::info("optimizer: {} {}, weights {}{}, states {}", spec.kind == OptimizerKind::AdamW ? "AdamW" : "SGDM",
+               to_string(spec.mode), traits_of(spec.mode).quantized ? (traits_of(spec.mode).bf16 ? "bf16" : to_string(spec.weight_format)) : "fp32",
+               traits_of(spec.mode).quantized ? std::string(" (") + to_string(spec.granularity) + " scales)" : std::string(),
+               spec.state_format == StateFormat::Bf16 ? "bf16 (SR)" : "fp32");
+  spdlog::info("memory per rank: {}", weights_->memory(B_, T_).to_string());
   spdlog::info("training: {} steps x {} tokens/step (B={} T={} accum={}), lr {:.2e} {} with {} warmup steps, "
                "{} threads; train data {} windows, val {} windows",
                steps_, static_cast<int64_t>(B_) * T_ * accum_, B_, T_, accum_, schedule_.peak_lr,
@@ -193,10 +178,7 @@ std::optional<int64_t> TrainingRun::resume_from_checkpoint() {
       spdlog::warn("resume: train.{} changed from {} to {}; the continuation will not match the original run", key,
                    meta["config"]["train"][key].dump(), cfg_.resolved()["train"][key].dump());
   }
-  const size_t n = model_->num_params();
-  ckpt->read_blob("params.f32", model_->params(), n * sizeof(float));
-  ckpt->read_blob("adam_m.f32", optim_->m().data(), n * sizeof(float));
-  ckpt->read_blob("adam_v.f32", optim_->v().data(), n * sizeof(float));
+  weights_->load(*ckpt);
   train_loader_->restore(LoaderState::from_json(meta["train_loader"]));
   bad_steps_ = meta.value("bad_steps", 0);
   prior_elapsed_s_ = meta.value("elapsed_s", 0.0);
@@ -241,11 +223,8 @@ void TrainingRun::sample(int64_t step) {
 }
 
 void TrainingRun::save_checkpoint(int64_t step) {
-  const size_t n = model_->num_params();
   CheckpointWriter w(out_dir_, step);
-  w.add_blob("params.f32", model_->params(), n * sizeof(float));
-  w.add_blob("adam_m.f32", optim_->m().data(), n * sizeof(float));
-  w.add_blob("adam_v.f32", optim_->v().data(), n * sizeof(float));
+  weights_->save(w);
   const double elapsed = prior_elapsed_s_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start_).count();
   w.set_meta({{"format", kCheckpointFormat},
               {"step", step},
@@ -291,6 +270,7 @@ int TrainingRun::execute() {
   const size_t n = model_->num_params();
   const double clip = cfg_.get_float("optim.grad_clip");
   if (start_step == 0) {
+    metrics_->write({{"step", 0}, {"memory", weights_->memory(B_, T_).to_json()}});
     evaluate(0);
     sample(0);
   }
@@ -319,7 +299,7 @@ int TrainingRun::execute() {
     } else {
       bad_steps_ = 0;
       clip_grads(model_->grads(), n, norm, clip);
-      optim_->step(model_->params(), model_->grads(), static_cast<float>(lr), step);
+      weights_->step(static_cast<float>(lr), step);
     }
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     train_seconds_ += dt;
@@ -339,7 +319,7 @@ int TrainingRun::execute() {
     }
   }
   if (!args_.export_llmc.empty()) {
-    save_llmc(*model_, args_.export_llmc);
+    weights_->export_llmc(args_.export_llmc);
     spdlog::info("exported llm.c checkpoint {}", args_.export_llmc);
   }
   spdlog::info("done: {} steps, {:.0f} tok/s on average this run", steps_,

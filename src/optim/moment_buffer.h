@@ -1,0 +1,39 @@
+#pragma once
+// An optimizer-state buffer (Adam's m or v) stored in fp32 or in bf16. Stores to bf16 use
+// stochastic rounding keyed like the weights, so low-precision states stay unbiased and a resumed
+// run draws the same bits.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "core/philox.h"
+#include "optim/weight_mode.h"
+#include "quant/bf16.h"
+
+namespace eco {
+
+class MomentBuffer {
+ public:
+  MomentBuffer() = default;
+  MomentBuffer(size_t n, StateFormat format);
+
+  float get(size_t i) const { return format_ == StateFormat::Fp32 ? f32_[i] : bf16_decode(b16_[i]); }
+  // `key` selects the SR stream (used by bf16 only); i is also the element index of the draw.
+  void set(size_t i, float x, const RandomKey& key) {
+    if (format_ == StateFormat::Fp32) f32_[i] = x;
+    else b16_[i] = bf16_encode_sr(x, random_bits(key, i));
+  }
+
+  size_t size() const { return format_ == StateFormat::Fp32 ? f32_.size() : b16_.size(); }
+  size_t bytes() const { return f32_.size() * sizeof(float) + b16_.size() * sizeof(uint16_t); }
+  StateFormat format() const { return format_; }
+  const void* data() const { return format_ == StateFormat::Fp32 ? static_cast<const void*>(f32_.data()) : b16_.data(); }
+  void* data() { return format_ == StateFormat::Fp32 ? static_cast<void*>(f32_.data()) : b16_.data(); }
+
+ private:
+  StateFormat format_ = StateFormat::Fp32;
+  std::vector<float> f32_;
+  std::vector<uint16_t> b16_;
+};
+
+}  // namespace eco

@@ -1,0 +1,122 @@
+#include "train/model_weights.h"
+
+#include <vector>
+
+#include "core/error.h"
+#include "model/llmc_io.h"
+
+namespace eco {
+
+OptimizerSpec optimizer_spec_from(const Config& cfg) {
+  OptimizerSpec s;
+  s.mode = parse_weight_mode(cfg.get_string("optim.mode"));
+  s.kind = cfg.get_string("optim.optimizer") == "sgdm" ? OptimizerKind::Sgdm : OptimizerKind::AdamW;
+  s.beta1 = static_cast<float>(cfg.get_float("optim.beta1"));
+  s.beta2 = static_cast<float>(cfg.get_float("optim.beta2"));
+  s.eps = static_cast<float>(cfg.get_float("optim.eps"));
+  s.weight_decay = static_cast<float>(cfg.get_float("optim.weight_decay"));
+  s.weight_format = parse_quant_format(cfg.get_string("optim.weight_format"));
+  s.granularity = parse_scale_granularity(cfg.get_string("optim.scaling"));
+  s.pow2_scales = cfg.get_bool("optim.pow2_scales");
+  s.state_format = cfg.get_string("optim.state_format") == "bf16" ? StateFormat::Bf16 : StateFormat::Fp32;
+  s.seed = static_cast<uint64_t>(cfg.get_int("train.seed"));
+  if (s.kind == OptimizerKind::Sgdm && s.beta1 == 0.0f)
+    throw ConfigError("optim.beta1: SGD with momentum needs beta1 > 0 (it is the momentum β)");
+  return s;
+}
+
+ModelWeights::ModelWeights(const ModelConfig& mcfg, Ops& ops, const OptimizerSpec& spec, bool quantize_activations,
+                           bool fp8_backward)
+    : mcfg_(mcfg), ops_(ops) {
+  const WeightModeTraits tr = traits_of(spec.mode);
+  external_ = tr.quantized && !tr.master;
+  GptOptions opts;
+  opts.external_linear_weights = external_;
+  model_ = std::make_unique<GPT>(mcfg_, ops_, opts);
+  std::vector<OptimTensor> tensors;
+  for (const ParamTensor& p : model_->tensors()) {
+    OptimTensor t;
+    t.name = p.name;
+    t.rows = p.shape.size() == 2 ? static_cast<size_t>(p.shape[0]) : 1;
+    t.cols = p.numel / t.rows;
+    t.quantize = p.kind == ParamKind::Linear;
+    t.weight_decay = p.weight_decay;
+    t.value = external_ && t.quantize ? nullptr : model_->params() + p.offset;
+    t.grad = model_->grads() + p.offset;
+    tensors.push_back(std::move(t));
+  }
+  optim_ = std::make_unique<WeightOptimizer>(std::move(tensors), spec);
+  if (tr.quantized) {
+    model_->set_linear_weight_source(this);
+    GPT::LinearQuantization lq;
+    lq.act_format = tr.bf16 ? QuantFormat::BF16 : QuantFormat::E4M3;
+    lq.quantize_activations = quantize_activations;
+    lq.quantize_output_grads = fp8_backward;
+    model_->set_linear_quantization(lq);
+  }
+}
+
+void ModelWeights::linear_weight_values(size_t tensor_index, float* out) const {
+  optim_->weight_values(tensor_index, out);
+}
+
+// Stored copies of the quantized tensors: from the model's masters, or (master-free) from the
+// values `source` holds for them (an fp32 staging model) or would initialise them to.
+void ModelWeights::quantize_initial_weights(const GPT& source, uint64_t seed, bool from_source) {
+  std::vector<float> host;
+  for (size_t i = 0; i < model_->tensors().size(); ++i) {
+    if (!optim_->is_quantized(i)) continue;
+    if (optim_->has_master(i)) {
+      optim_->init_quantized(i);
+      continue;
+    }
+    const ParamTensor& p = model_->tensors()[i];
+    host.resize(p.numel);
+    if (from_source) ops_.copy_to_host(host.data(), source.params() + source.tensor(p.name).offset, p.numel * sizeof(float));
+    else model_->init_tensor_values(i, seed, host.data());
+    optim_->init_quantized(i, host.data());
+  }
+}
+
+void ModelWeights::init(uint64_t seed) {
+  model_->init_weights(seed);
+  quantize_initial_weights(*model_, seed, /*from_source=*/false);
+}
+
+void ModelWeights::import_llmc(const std::string& path) {
+  if (!external_) {
+    load_llmc(*model_, path);
+    quantize_initial_weights(*model_, 0, /*from_source=*/false);
+    return;
+  }
+  // Master-free: read into a transient fp32 model, then keep only the stored copies.
+  GPT staging(mcfg_, ops_);
+  load_llmc(staging, path);
+  for (size_t i = 0; i < model_->tensors().size(); ++i) {
+    const ParamTensor& p = model_->tensors()[i];
+    if (!optim_->is_quantized(i))
+      ops_.copy(model_->params() + p.offset, staging.params() + staging.tensor(p.name).offset, p.numel * sizeof(float));
+  }
+  quantize_initial_weights(staging, 0, /*from_source=*/true);
+}
+
+void ModelWeights::export_llmc(const std::string& path) {
+  // The exported weights are the ones the forward uses (dequantized copies in quantized modes).
+  GPT staging(mcfg_, ops_);
+  std::vector<float> host;
+  for (size_t i = 0; i < model_->tensors().size(); ++i) {
+    const ParamTensor& p = model_->tensors()[i];
+    host.resize(p.numel);
+    optim_->weight_values(i, host.data());
+    ops_.copy_from_host(staging.params() + staging.tensor(p.name).offset, host.data(), p.numel * sizeof(float));
+  }
+  save_llmc(staging, path);
+}
+
+MemoryReport ModelWeights::memory(int B, int T) const {
+  MemoryReport r = optim_->memory();
+  r.activation_bytes = model_->activation_bytes(B, T);
+  return r;
+}
+
+}  // namespace eco

@@ -1,0 +1,48 @@
+#pragma once
+// The model together with its optimizer in one weight mode: builds the GPT so that master-free
+// modes allocate no fp32 copy of the quantized linears, feeds the forward the dequantized stored
+// weights, initialises / imports / exports weights, and checkpoints everything.
+#include <memory>
+#include <string>
+
+#include "core/config.h"
+#include "model/gpt.h"
+#include "optim/weight_optimizer.h"
+
+namespace eco {
+
+class CheckpointWriter;
+struct LoadedCheckpoint;
+
+OptimizerSpec optimizer_spec_from(const Config& cfg);
+
+class ModelWeights : private LinearWeightSource {
+ public:
+  ModelWeights(const ModelConfig& mcfg, Ops& ops, const OptimizerSpec& spec, bool quantize_activations,
+               bool fp8_backward);
+
+  GPT& model() { return *model_; }
+  WeightOptimizer& optimizer() { return *optim_; }
+  const OptimizerSpec& spec() const { return optim_->spec(); }
+
+  void init(uint64_t seed);                       // random init, then the initial quantization
+  void import_llmc(const std::string& path);      // llm.c GPT-2 fp32 checkpoint as the initial weights
+  void export_llmc(const std::string& path);      // current forward weights in llm.c format
+  void step(float lr, int64_t t) { optim_->step(lr, t); }
+  MemoryReport memory(int B, int T) const;
+
+  void save(CheckpointWriter& w) const { optim_->save(w); }
+  void load(const LoadedCheckpoint& ckpt) { optim_->load(ckpt); }
+
+ private:
+  void linear_weight_values(size_t tensor_index, float* out) const override;
+  void quantize_initial_weights(const GPT& source, uint64_t seed, bool from_source);
+
+  ModelConfig mcfg_;
+  Ops& ops_;
+  bool external_ = false;
+  std::unique_ptr<GPT> model_;
+  std::unique_ptr<WeightOptimizer> optim_;
+};
+
+}  // namespace eco

@@ -15,6 +15,23 @@ enum Stream : uint32_t { kWeightStream = 0, kMStream = 1, kVStream = 2, kStreams
 
 size_t numel_of(const OptimTensor& t) { return t.rows * t.cols; }
 
+// ECO's error feedback over a contiguous run of elements: m += injection(w~ − ŵ). Constants by
+// value and restrict-qualified pointers, so the compiler hoists the η = 0 guard and vectorizes
+// the loop: inside an OpenMP region shared variables are reached through pointers that may alias
+// the stores, which blocks both (the scalar loop was ~20% of a master-free step).
+void inject_error_adam(int64_t n, const float* __restrict wt, const float* __restrict wq, const float* __restrict d,
+                       float* __restrict m, const AdamStepConsts c) {
+  for (int64_t j = 0; j < n; ++j) m[j] += eco_adam_injection(wt[j] - wq[j], d[j], c);
+}
+
+void inject_error_sgdm(int64_t n, const float* __restrict wt, const float* __restrict wq, float* __restrict m,
+                       const SgdmStepConsts c) {
+  for (int64_t j = 0; j < n; ++j) m[j] += eco_sgdm_injection(wt[j] - wq[j], c);
+}
+
+// Elements per task of the vectorized loops (whole cache lines; results do not depend on it).
+constexpr int64_t kChunk = 4096;
+
 }  // namespace
 
 WeightOptimizer::WeightOptimizer(std::vector<OptimTensor> tensors, const OptimizerSpec& spec)
@@ -158,10 +175,12 @@ void WeightOptimizer::step_quantized_only(size_t i, float lr, int64_t t) {
     if (traits_.error_feedback) {
       float* wq = q_tmp_.data();
       q.dequantize_rows(r0, r1, wq);
+      const int64_t chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (n > 32768)
-      for (int64_t j = 0; j < n; ++j) {
-        const float e = w[j] - wq[j];
-        mt[j] += adam ? eco_adam_injection(e, d[j], ac) : eco_sgdm_injection(e, sc);
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t j0 = c * kChunk, len = std::min(kChunk, n - j0);
+        if (adam) inject_error_adam(len, w + j0, wq + j0, d + j0, mt + j0, ac);
+        else inject_error_sgdm(len, w + j0, wq + j0, mt + j0, sc);
       }
     }
 #pragma omp parallel for schedule(static) if (n > 32768)

@@ -1,15 +1,17 @@
 #pragma once
-// A toy problem for the optimizer tests: a few tensors with fixed initial values W0 and targets
-// W*, the loss ½‖ŵ − W*‖² summed over tensors, and its gradient ŵ − W* taken at the forward
-// weights ŵ (what the optimizer says the forward must use). The harness owns the fp32 value
-// buffers (masters / resident tensors) and the gradients, as the trainer does.
+// Shared by the optimizer tests: a toy problem (a few tensors with fixed initial values W0 and
+// targets W*, the loss ½‖ŵ − W*‖² summed over tensors, its gradient ŵ − W* taken at the forward
+// weights ŵ that the optimizer says the forward must use; the harness owns the fp32 value buffers
+// and the gradients, as the trainer does), the tests' hyperparameters, and bitwise comparisons.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "optim/weight_optimizer.h"
+#include "quant/quant_tensor.h"
 
 namespace eco_test {
 
@@ -36,9 +38,58 @@ struct ToyTensor {
   bool decay;
 };
 
+inline constexpr double kU = 0x1.0p-24;  // unit roundoff of fp32 round-to-nearest
+
+inline constexpr eco::WeightMode kAllModes[] = {
+    eco::WeightMode::Fp32,     eco::WeightMode::Bf16,  eco::WeightMode::Bf16Sr,
+    eco::WeightMode::Master,   eco::WeightMode::MasterSr, eco::WeightMode::Naive,
+    eco::WeightMode::Sr,       eco::WeightMode::Eco,   eco::WeightMode::EcoSr};
+
+// The tests' hyperparameters: AdamW (β1 0.9, β2 0.95, ε 1e-8) or SGDM (β 0.9), no weight decay.
+inline eco::OptimizerSpec make_spec(eco::WeightMode mode, eco::OptimizerKind kind = eco::OptimizerKind::AdamW,
+                                    eco::StateFormat states = eco::StateFormat::Fp32) {
+  eco::OptimizerSpec s;
+  s.mode = mode;
+  s.kind = kind;
+  s.beta1 = 0.9f;
+  s.beta2 = 0.95f;
+  s.eps = 1e-8f;
+  s.weight_decay = 0.0f;
+  s.state_format = states;
+  s.seed = 20240611;
+  return s;
+}
+
+inline std::vector<float> moments(const eco::MomentBuffer& b) {
+  std::vector<float> out(b.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = b.get(i);
+  return out;
+}
+
+inline uint32_t bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+
+// Index of the first element whose bit patterns differ; -1 when all are identical (0 when the
+// sizes differ).
+inline long first_bit_difference(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (bits(a[i]) != bits(b[i])) return static_cast<long>(i);
+  return -1;
+}
+
+inline std::vector<float> row_scales(const eco::QuantTensor& q) {
+  std::vector<float> s(q.rows());
+  for (size_t r = 0; r < q.rows(); ++r) s[r] = q.scale_at(r, 0);
+  return s;
+}
+
+// A toy problem: W0 ~ U(-1, 1), W* = W0 + U(-spread, spread) per element (from `data_seed`).
 class ToyRun {
  public:
-  // W0 ~ U(-1, 1), W* = W0 + U(-spread, spread), per element, from `data_seed`.
   ToyRun(const std::vector<ToyTensor>& shapes, const eco::OptimizerSpec& spec, uint64_t data_seed = 1,
          double spread = 0.25) {
     const eco::WeightModeTraits traits = eco::traits_of(spec.mode);

@@ -63,6 +63,10 @@ void fsync_directory(const std::filesystem::path& dir) {
 }
 
 void atomic_write_file(const std::filesystem::path& path, const std::string& contents) {
+  atomic_write_with(path, [&](DurableFile& f) { f.write(contents.data(), contents.size()); });
+}
+
+void atomic_write_with(const std::filesystem::path& path, const std::function<void(DurableFile&)>& write) {
   const std::filesystem::path parent = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
   std::error_code ec;
   std::filesystem::create_directories(parent, ec);
@@ -73,7 +77,7 @@ void atomic_write_file(const std::filesystem::path& path, const std::string& con
   const std::filesystem::path tmp = parent / tmp_name;
   try {
     DurableFile f(tmp);
-    f.write(contents.data(), contents.size());
+    write(f);
     f.sync_and_close();
   } catch (...) {
     std::filesystem::remove(tmp, ec);

@@ -5,12 +5,17 @@
 // path and the OS's reason.
 #include <cstddef>
 #include <filesystem>
+#include <functional>
 #include <string>
 
 namespace eco {
 
+class DurableFile;
+
 // Replaces `path` with `contents` atomically; creates missing parent directories.
 void atomic_write_file(const std::filesystem::path& path, const std::string& contents);
+// The same for content produced piece by piece: `write` fills the temp file.
+void atomic_write_with(const std::filesystem::path& path, const std::function<void(DurableFile&)>& write);
 
 // Makes the directory's entries (creations, renames, deletions) durable.
 void fsync_directory(const std::filesystem::path& dir);

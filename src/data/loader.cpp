@@ -8,18 +8,10 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.h"
+#include "core/splitmix.h"
 
 namespace eco {
 namespace {
-
-// splitmix64: tiny, well-mixed, and fully specified, so every platform draws the same permutation
-// (std:: distributions are implementation-defined and would not be).
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 // Uniform integer in [0, bound) without modulo bias (Lemire's multiply-and-reject).
 uint64_t uniform_below(uint64_t& state, uint64_t bound) {

@@ -52,30 +52,10 @@ void write_shard(const std::filesystem::path& path, std::span<const uint16_t> to
   header[1] = kShardVersion;
   header[2] = static_cast<int32_t>(tokens.size());
 
-  const std::filesystem::path parent = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  std::error_code ec;
-  std::filesystem::create_directories(parent, ec);
-  if (ec) throw SystemError("cannot create directory " + parent.string() + ": " + ec.message());
-  // Hidden temp name in the same directory, so the rename is atomic. (Built with append rather than
-  // operator+ to dodge a GCC 12 -Wrestrict false positive.)
-  std::string tmp_name = ".";
-  tmp_name.append(path.filename().string()).append(".tmp.").append(std::to_string(::getpid()));
-  const std::filesystem::path tmp = parent / tmp_name;
-  try {
-    DurableFile f(tmp);
+  atomic_write_with(path, [&](DurableFile& f) {
     f.write(header, sizeof(header));
     f.write(tokens.data(), tokens.size_bytes());
-    f.sync_and_close();
-  } catch (...) {
-    std::filesystem::remove(tmp, ec);
-    throw;
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::filesystem::remove(tmp, ec);
-    throw SystemError("cannot rename " + tmp.string() + " to " + path.string() + ": " + std::strerror(err));
-  }
-  fsync_directory(parent);
+  });
 }
 
 MappedShard::MappedShard(const std::filesystem::path& path) : path_(path) {

@@ -8,18 +8,12 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/splitmix.h"
 
 namespace eco {
 namespace {
 
 constexpr size_t npos = std::numeric_limits<size_t>::max();
-
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 // Fills x[0..n) with normal(0, std) draws: splitmix64 → two uniforms → Box-Muller pair.
 void fill_normal(float* x, size_t n, double std, uint64_t stream) {

@@ -154,26 +154,10 @@ void save_llmc(const GPT& model, const std::filesystem::path& path) {
   std::vector<float> body(model.num_params());
   model.download_params(body.data());
 
-  const std::filesystem::path parent = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  std::error_code ec;
-  std::filesystem::create_directories(parent, ec);
-  if (ec) throw SystemError("cannot create directory " + parent.string() + ": " + ec.message());
-  // Built by appending: GCC 12 warns falsely (-Wrestrict) on "." + std::string.
-  std::string tmp_name = ".";
-  tmp_name += path.filename().string();
-  tmp_name += ".tmp." + std::to_string(::getpid());
-  const std::filesystem::path tmp = parent / tmp_name;
-  try {
-    DurableFile out(tmp);
+  atomic_write_with(path, [&](DurableFile& out) {
     out.write(header.data(), kHeaderBytes);
     out.write(body.data(), body.size() * sizeof(float));
-    out.sync_and_close();
-    std::filesystem::rename(tmp, path);
-  } catch (...) {
-    std::filesystem::remove(tmp, ec);
-    throw;
-  }
-  fsync_directory(parent);
+  });
 }
 
 }  // namespace eco

@@ -29,7 +29,7 @@ void inject_error_sgdm(int64_t n, const float* __restrict wt, const float* __res
   for (int64_t j = 0; j < n; ++j) m[j] += eco_sgdm_injection(wt[j] - wq[j], c);
 }
 
-// Elements per task of the vectorized loops (whole cache lines; results do not depend on it).
+// Elements per task of the final loop of a master-free step (results do not depend on it).
 constexpr int64_t kChunk = 4096;
 
 }  // namespace
@@ -172,19 +172,23 @@ void WeightOptimizer::step_quantized_only(size_t i, float lr, int64_t t) {
     }
     if (q.quantize_rows_from(r0, r1, w, traits_.rounding, &kw) != 0)
       throw NumericsError("the update made weights of " + ten.name + " non-finite");
-    if (traits_.error_feedback) {
-      float* wq = q_tmp_.data();
-      q.dequantize_rows(r0, r1, wq);
-      const int64_t chunks = (n + kChunk - 1) / kChunk;
+    // Store m; for ECO first fold in the error e = w~ − dequant(codes'). One parallel region over
+    // row-aligned chunks: each task dequantizes its own rows (the nested region in
+    // dequantize_rows runs serially), so ECO adds no pass over the panel and no extra fork/join.
+    const size_t chunk_rows = std::max<size_t>(1, kChunk / std::max<size_t>(cols, 1));
+    const int64_t chunks = static_cast<int64_t>((r1 - r0 + chunk_rows - 1) / chunk_rows);
+    float* wq = q_tmp_.data();
 #pragma omp parallel for schedule(static) if (n > 32768)
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t j0 = c * kChunk, len = std::min(kChunk, n - j0);
-        if (adam) inject_error_adam(len, w + j0, wq + j0, d + j0, mt + j0, ac);
-        else inject_error_sgdm(len, w + j0, wq + j0, mt + j0, sc);
+    for (int64_t c = 0; c < chunks; ++c) {
+      const size_t ra = r0 + static_cast<size_t>(c) * chunk_rows, rb = std::min(r1, ra + chunk_rows);
+      const int64_t j0 = static_cast<int64_t>((ra - r0) * cols), j1 = static_cast<int64_t>((rb - r0) * cols);
+      if (traits_.error_feedback) {
+        q.dequantize_rows(ra, rb, wq + j0);
+        if (adam) inject_error_adam(j1 - j0, w + j0, wq + j0, d + j0, mt + j0, ac);
+        else inject_error_sgdm(j1 - j0, w + j0, wq + j0, mt + j0, sc);
       }
+      for (int64_t j = j0; j < j1; ++j) mb.set(base + j, mt[j], km);
     }
-#pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t j = 0; j < n; ++j) mb.set(base + j, mt[j], km);
   }
 }
 

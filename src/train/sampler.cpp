@@ -4,15 +4,9 @@
 #include <cmath>
 #include <numeric>
 
+#include "core/splitmix.h"
+
 namespace eco {
-namespace {
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-}  // namespace
 
 std::vector<int32_t> sample_tokens(GPT& model, const std::vector<int32_t>& prompt, int n_new, int max_T,
                                    uint64_t seed, float temperature, int top_k) {

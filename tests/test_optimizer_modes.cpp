@@ -8,9 +8,11 @@
 #include <cstdio>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
+#include "optim/moment_buffer.h"
 #include "eco_toy_problem.h"
 #include "test_util.h"
 #include "train/checkpoint_store.h"
@@ -26,7 +28,7 @@ TEST_CASE("memory report: master-free modes hold no fp32 copy; 13 → 9 B/param 
       {"qkv", 64, 128, true, true}, {"proj", 128, 64, true, true}, {"emb", 32, 128, false, false}, {"bias", 1, 128, false, false}};
   const size_t nq = 2 * 64 * 128, nf = 32 * 128 + 128, n = nq + nf;
   const size_t q_scales = 64 + 128;  // one fp32 scale per row
-  std::map<WeightMode, double> qbpp;
+  std::map<WeightMode, double> qbpp, qbpp_bf16_states;
   for (WeightMode mode : kAllModes) {
     for (StateFormat states : {StateFormat::Fp32, StateFormat::Bf16}) {
       for (OptimizerKind kind : {OptimizerKind::AdamW, OptimizerKind::Sgdm}) {
@@ -50,7 +52,8 @@ TEST_CASE("memory report: master-free modes hold no fp32 copy; 13 → 9 B/param 
                                 nq * state_bytes * (kind == OptimizerKind::AdamW ? 2 : 1);
         CHECK(r.quantized_static_bytes == q_static);
         CHECK(r.static_bytes() == r.weight_bytes + r.scale_bytes + r.master_bytes + r.m_bytes + r.v_bytes);
-        if (states == StateFormat::Fp32 && kind == OptimizerKind::AdamW) qbpp[mode] = r.quantized_bytes_per_param();
+        if (kind == OptimizerKind::AdamW)
+          (states == StateFormat::Fp32 ? qbpp : qbpp_bf16_states)[mode] = r.quantized_bytes_per_param();
       }
     }
   }
@@ -67,6 +70,9 @@ TEST_CASE("memory report: master-free modes hold no fp32 copy; 13 → 9 B/param 
   // ECO saves ≥ 25% against the master-weight modes (the paper's 12 → 9 counts no FP8 copy).
   CHECK(qbpp[WeightMode::Eco] <= 0.75 * qbpp[WeightMode::Master]);
   CHECK(qbpp[WeightMode::Eco] <= 0.75 * 12.0 + scale_bpp);
+  // bf16 moments: ECO is 1 + 2 + 2 = 5 B/param (DESIGN.md §4), master 4 + 1 + 2 + 2.
+  CHECK(qbpp_bf16_states[WeightMode::Eco] == Approx(5.0 + scale_bpp));
+  CHECK(qbpp_bf16_states[WeightMode::Master] == Approx(9.0 + scale_bpp));
 }
 
 TEST_CASE("the optimizer refuses an fp32 value buffer for a quantized tensor in a master-free mode",
@@ -187,6 +193,33 @@ TEST_CASE("bf16 optimizer states: m and v take half the bytes and the toy proble
     // bf16 SR noise in m and v (relative 2^-8) must not change the picture: within 2x of fp32 states.
     CHECK(loss[1] <= 2.0 * loss[0]);
   }
+}
+
+TEST_CASE("bf16 moment stores over a range draw the same bits as element-wise stores", "[eco][optim][bf16]") {
+  // Ranges that start and end off a 4-element Philox group exercise the head, body and tail.
+  const RandomKey key{0x1234abcdull, 7, 42};
+  for (auto [begin, n] : {std::pair<size_t, size_t>{0, 64}, {3, 50}, {5, 2}, {1, 3}, {8, 0}}) {
+    MomentBuffer ranged(70, StateFormat::Bf16), single(70, StateFormat::Bf16);
+    std::vector<float> x(n);
+    for (size_t k = 0; k < n; ++k) x[k] = 1e-3f * static_cast<float>(k * 7919 % 1000) - 0.37f;
+    ranged.store(begin, n, x.data(), key);
+    for (size_t k = 0; k < n; ++k) single.set(begin + k, x[k], key);
+    INFO("begin " << begin << " n " << n);
+    const auto* a = static_cast<const uint16_t*>(ranged.data());
+    const auto* b = static_cast<const uint16_t*>(single.data());
+    CHECK(std::vector<uint16_t>(a, a + 70) == std::vector<uint16_t>(b, b + 70));
+    std::vector<float> back(n), scratch(n);
+    ranged.load(begin, n, back.data());
+    for (size_t k = 0; k < n; ++k) CHECK(back[k] == single.get(begin + k));
+    // view/commit round trip through scratch leaves the stored bits unchanged.
+    float* v = ranged.view(begin, n, scratch.data());
+    CHECK(v == scratch.data());
+    ranged.commit(begin, n, v, key);
+    CHECK(std::vector<uint16_t>(a, a + 70) == std::vector<uint16_t>(b, b + 70));
+  }
+  MomentBuffer f32(8, StateFormat::Fp32);
+  float scratch[8];
+  CHECK(f32.view(2, 4, scratch) == static_cast<float*>(f32.data()) + 2);  // fp32 states update in place
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -24,6 +24,23 @@ class MomentBuffer {
     else b16_[i] = bf16_encode_sr(x, random_bits(key, i));
   }
 
+  // The same stores over elements begin .. begin+n−1, from src[0 .. n−1]. For bf16 one Philox call
+  // serves four aligned neighbours (random_bits would spend a call per element, 4× the work), so
+  // the bits, and the result, equal n calls of set().
+  void store(size_t begin, size_t n, const float* src, const RandomKey& key);
+  void load(size_t begin, size_t n, float* dst) const;
+
+  // Elements begin .. begin+n−1 as fp32 to update: fp32 states in place, bf16 ones decoded into
+  // scratch. commit() stores them back (a no-op in place), so fp32 states pay no copies.
+  float* view(size_t begin, size_t n, float* scratch) {
+    if (format_ == StateFormat::Fp32) return f32_.data() + begin;
+    load(begin, n, scratch);
+    return scratch;
+  }
+  void commit(size_t begin, size_t n, const float* data, const RandomKey& key) {
+    if (format_ != StateFormat::Fp32) store(begin, n, data, key);
+  }
+
   size_t size() const { return format_ == StateFormat::Fp32 ? f32_.size() : b16_.size(); }
   size_t bytes() const { return f32_.size() * sizeof(float) + b16_.size() * sizeof(uint16_t); }
   StateFormat format() const { return format_; }

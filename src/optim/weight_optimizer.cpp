@@ -92,25 +92,29 @@ void WeightOptimizer::step_fp32_values(size_t i, float lr, int64_t t) {
   MomentBuffer& mb = m_[i];
   MomentBuffer& vb = v_[i];
   const RandomKey km = key(i, kMStream, t), kv = key(i, kVStream, t);
-  if (spec_.kind == OptimizerKind::AdamW) {
-    const AdamStepConsts c = make_adam_consts(lr, spec_.beta1, spec_.beta2, spec_.eps, wd, t);
+  const bool adam = spec_.kind == OptimizerKind::AdamW;
+  const AdamStepConsts ac = make_adam_consts(lr, spec_.beta1, spec_.beta2, spec_.eps, wd, t);
+  const SgdmStepConsts sc{lr, spec_.beta1, wd};
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t j = 0; j < n; ++j) {
-      float m = mb.get(j), v = vb.get(j);
-      const float d = adam_moments(g[j], m, v, c);
-      w[j] = adamw_new_weight(w[j], m, d, c);
-      mb.set(j, m, km);
-      vb.set(j, v, kv);
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const int64_t j0 = ch * kChunk, len = std::min(kChunk, n - j0);
+    float m_scratch[kChunk], v_scratch[kChunk];
+    float* m = mb.view(j0, len, m_scratch);
+    if (adam) {
+      float* v = vb.view(j0, len, v_scratch);
+      for (int64_t k = 0; k < len; ++k) {
+        const float d = adam_moments(g[j0 + k], m[k], v[k], ac);
+        w[j0 + k] = adamw_new_weight(w[j0 + k], m[k], d, ac);
+      }
+      vb.commit(j0, len, v, kv);
+    } else {
+      for (int64_t k = 0; k < len; ++k) {
+        sgdm_momentum(g[j0 + k], m[k], sc);
+        w[j0 + k] = sgdm_new_weight(w[j0 + k], m[k], sc);
+      }
     }
-  } else {
-    const SgdmStepConsts c{lr, spec_.beta1, wd};
-#pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t j = 0; j < n; ++j) {
-      float m = mb.get(j);
-      sgdm_momentum(g[j], m, c);
-      w[j] = sgdm_new_weight(w[j], m, c);
-      mb.set(j, m, km);
-    }
+    mb.commit(j0, len, m, km);
   }
   if (has_master(i)) {
     const RandomKey kw = key(i, kWeightStream, t);
@@ -154,21 +158,31 @@ void WeightOptimizer::step_quantized_only(size_t i, float lr, int64_t t) {
     const float* g = ten.grad + base;
     float* w = w_tmp_.data();
     float* d = d_tmp_.data();
-    float* mt = m_tmp_.data();
+    // Where this panel's m is updated: in place for fp32 states, else in m_tmp_ (bf16 states are
+    // decoded chunk by chunk below and stored back after the ECO injection).
+    float* const mt = mb.view(base, 0, m_tmp_.data());
     q.dequantize_rows(r0, r1, w);
+    const int64_t step_chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (n > 32768)
-    for (int64_t j = 0; j < n; ++j) {
-      float m = mb.get(base + j);
+    for (int64_t ch = 0; ch < step_chunks; ++ch) {
+      const int64_t j0 = ch * kChunk, len = std::min(kChunk, n - j0);
+      float* m = mb.view(base + j0, len, mt + j0);
       if (adam) {
-        float v = vb.get(base + j);
-        d[j] = adam_moments(g[j], m, v, ac);
-        w[j] = adamw_new_weight(w[j], m, d[j], ac);
-        vb.set(base + j, v, kv);
+        float v_scratch[kChunk];
+        float* v = vb.view(base + j0, len, v_scratch);
+        for (int64_t k = 0; k < len; ++k) {
+          const int64_t j = j0 + k;
+          d[j] = adam_moments(g[j], m[k], v[k], ac);
+          w[j] = adamw_new_weight(w[j], m[k], d[j], ac);
+        }
+        vb.commit(base + j0, len, v, kv);
       } else {
-        sgdm_momentum(g[j], m, sc);
-        w[j] = sgdm_new_weight(w[j], m, sc);
+        for (int64_t k = 0; k < len; ++k) {
+          const int64_t j = j0 + k;
+          sgdm_momentum(g[j], m[k], sc);
+          w[j] = sgdm_new_weight(w[j], m[k], sc);
+        }
       }
-      mt[j] = m;
     }
     if (q.quantize_rows_from(r0, r1, w, traits_.rounding, &kw) != 0)
       throw NumericsError("the update made weights of " + ten.name + " non-finite");
@@ -187,7 +201,7 @@ void WeightOptimizer::step_quantized_only(size_t i, float lr, int64_t t) {
         if (adam) inject_error_adam(j1 - j0, w + j0, wq + j0, d + j0, mt + j0, ac);
         else inject_error_sgdm(j1 - j0, w + j0, wq + j0, mt + j0, sc);
       }
-      for (int64_t j = j0; j < j1; ++j) mb.set(base + j, mt[j], km);
+      mb.commit(base + j0, j1 - j0, mt + j0, km);
     }
   }
 }

@@ -370,3 +370,20 @@ TEST_CASE("docs/config.md matches the schema", "[docs]") {
   INFO("docs/config.md is stale: run ECO_UPDATE_DOCS=1 test_config \"[docs]\" from the build directory");
   CHECK(have == want);
 }
+
+TEST_CASE("every config shipped in configs/ resolves against the schema") {
+  Shards s;
+  int checked = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(eco_test::source_dir() / "configs")) {
+    if (entry.path().extension() != ".json") continue;
+    INFO(entry.path().filename().string());
+    std::ifstream in(entry.path());
+    json j = json::parse(in);
+    // The corpora may not be fetched where the tests run; everything else must resolve as shipped.
+    j["data"]["train"] = s.train;
+    j["data"]["val"] = s.val;
+    CHECK_NOTHROW(resolve(j));
+    ++checked;
+  }
+  CHECK(checked >= 9);  // tiny_cpu, ablation_tiny, ablation_small, gpt2_124m, gpt_30m … gpt_800m
+}

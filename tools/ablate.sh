@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs one config in every optimizer mode with the same seed and data order, then writes
 # OUT/results.md (the ablation table) and OUT/val_loss.png, OUT/pareto.png.
-#   tools/ablate.sh CONFIG [--out DIR] [--modes "master naive sr eco eco_sr"] [--build DIR] [eco_train args...]
+#   tools/ablate.sh CONFIG [--out DIR] [--modes "master naive sr eco eco_sr"] [--build DIR] [--resume]
+#                   [eco_train args...]
+# --resume continues an interrupted ablation: finished modes are kept, the others resume from their
+# newest checkpoint (or start if they have none).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 [[ $# -ge 1 && $1 != -* ]] || { sed -n '2,4p' "$0"; exit 2; }
@@ -11,21 +14,33 @@ out="runs/ablate/$name"
 modes="fp32 bf16 bf16_sr master master_sr naive sr eco eco_sr"
 build=${ECO_BUILD:-$root/build}
 extra=()
+resume=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --out) out=$2; shift 2 ;;
     --modes) modes=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
+    --resume) resume=1; shift ;;
     *) extra+=("$1"); shift ;;
   esac
 done
 mkdir -p "$out"
 dirs=()
 for mode in $modes; do
+  dirs+=("$out/$mode")
+  if [[ $resume -eq 1 ]] && grep -q "info done:" "$out/$mode.log" 2>/dev/null; then
+    echo "=== ablate: $name, mode $mode: finished earlier, kept ==="
+    continue
+  fi
   echo "=== ablate: $name, mode $mode ==="
   rc=0
-  "$build/eco_train" --config "$config" --set optim.mode="$mode" --out "$out/$mode" "${extra[@]}" \
-    > "$out/$mode.log" 2>&1 || rc=$?
+  if [[ $resume -eq 1 ]]; then
+    "$build/eco_train" --config "$config" --set optim.mode="$mode" --out "$out/$mode" --resume "${extra[@]}" \
+      >> "$out/$mode.log" 2>&1 || rc=$?
+  else
+    "$build/eco_train" --config "$config" --set optim.mode="$mode" --out "$out/$mode" "${extra[@]}" \
+      > "$out/$mode.log" 2>&1 || rc=$?
+  fi
   # Exit code 5 = diverged: an expected outcome for `naive`, still part of the table.
   if [[ $rc -ne 0 && $rc -ne 5 ]]; then
     echo "ablate: mode $mode failed (exit $rc); see $out/$mode.log" >&2
@@ -33,7 +48,6 @@ for mode in $modes; do
     exit 1
   fi
   grep -E "val loss" "$out/$mode.log" | tail -1 || true
-  dirs+=("$out/$mode")
 done
 "$build/eco_report" --out "$out" "${dirs[@]}"
 if command -v gnuplot >/dev/null 2>&1; then

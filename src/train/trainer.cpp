@@ -256,10 +256,11 @@ int TrainingRun::execute() {
   print_plan();
 
   int64_t start_step = 0;
-  if (args_.resume) {
-    if (std::optional<int64_t> s = resume_from_checkpoint()) start_step = *s;
-  }
-  metrics_ = std::make_unique<MetricsWriter>(out_dir_, args_.resume ? start_step : -1);
+  std::optional<int64_t> resumed_at;
+  if (args_.resume) resumed_at = resume_from_checkpoint();
+  if (resumed_at) start_step = *resumed_at;
+  // Starting from scratch (even under --resume) drops every record of an earlier attempt.
+  metrics_ = std::make_unique<MetricsWriter>(out_dir_, resumed_at ? *resumed_at : -1);
   run_start_ = std::chrono::steady_clock::now();
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);

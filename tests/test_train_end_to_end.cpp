@@ -74,6 +74,23 @@ TEST_CASE("interrupted and resumed run is bit-identical to an uninterrupted one"
     CHECK(read_text(a.dir / "run/ckpt_00000030" / blob) == read_text(b.dir / "run/ckpt_00000030" / blob));
 }
 
+TEST_CASE("--resume with no checkpoint starts over and drops the earlier attempt's metrics", "[train][resume]") {
+  TinyRun a("e2e_fresh_a");
+  a.write_config();
+  REQUIRE(run_command(base_cmd(a), a.dir / "log.txt") == 0);
+
+  TinyRun b("e2e_fresh_b");
+  b.write_config();
+  // A first attempt dies before its first checkpoint survives: its metrics must not leak into
+  // the restarted run (duplicated step-0 records broke the ablation plots).
+  REQUIRE(run_command(base_cmd(b) + " --stop-after 5", b.dir / "log1.txt") == 0);
+  for (const auto& e : std::filesystem::directory_iterator(b.dir / "run"))
+    if (e.path().filename().string().rfind("ckpt_", 0) == 0) std::filesystem::remove_all(e.path());
+  REQUIRE(run_command(base_cmd(b) + " --resume", b.dir / "log2.txt") == 0);
+  CHECK(read_text(b.dir / "log2.txt").find("no checkpoint") != std::string::npos);
+  CHECK(loss_records(a.dir / "run") == loss_records(b.dir / "run"));
+}
+
 TEST_CASE("a corrupt newest checkpoint is reported and the previous good one is used", "[train][resume]") {
   TinyRun a("e2e_corrupt_a");
   a.write_config();

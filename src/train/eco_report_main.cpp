@@ -111,12 +111,21 @@ int main(int argc, char** argv) {
     fs::create_directories(out);
     eco::atomic_write_file(out / "results.md", md);
 
-    // val_loss.dat: one gnuplot data block per run (separated by two blank lines, named by mode).
+    // val_loss.dat: one gnuplot data block per run (separated by two blank lines, named by mode):
+    // step, val loss, and the gap to the master run's val loss at the same step in % (the curves
+    // themselves differ by less than a line width next to the initial loss).
+    std::map<int64_t, double> master_curve;
+    for (const auto& r : rs)
+      if (r.name == "master") master_curve.insert(r.val.begin(), r.val.end());
     std::string val, pareto;
     for (const auto& r : rs) {
       val += "\"" + r.name + "\"\n";
-      for (auto [s, v] : r.val)
-        if (std::isfinite(v)) val += std::to_string(s) + " " + fmt("%.6f", v) + "\n";
+      for (auto [s, v] : r.val) {
+        if (!std::isfinite(v)) continue;
+        auto m = master_curve.find(s);
+        double gap = m != master_curve.end() ? 100.0 * (v - m->second) / m->second : NAN;
+        val += std::to_string(s) + " " + fmt("%.6f", v) + " " + (std::isfinite(gap) ? fmt("%.4f", gap) : "NaN") + "\n";
+      }
       val += "\n\n";
       if (!r.diverged && std::isfinite(r.bytes_per_param_quantized))
         pareto += "\"" + r.name + "\" " + fmt("%.4f", r.bytes_per_param_quantized) + " " + fmt("%.6f", r.final_val) + "\n";

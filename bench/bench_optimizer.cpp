@@ -120,6 +120,12 @@ class ModeRun {
   int64_t t_ = 0;
 };
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -164,8 +170,18 @@ int main(int argc, char** argv) {
       runs[mode] = std::make_unique<ModeRun>(mode, states, layout, grads);
       best[mode] = 1e30;
     }
-    for (int r = 0; r < repeats; ++r)
-      for (WeightMode mode : modes) best[mode] = std::min(best[mode], runs[mode]->step());
+    // Per-round ratios too: neighbouring steps share the machine's state of the moment, so their
+    // median is steadier than a ratio of two best times taken at different moments.
+    std::vector<double> eco_naive_rounds, ecosr_sr_rounds;
+    for (int r = 0; r < repeats; ++r) {
+      std::map<WeightMode, double> t;
+      for (WeightMode mode : modes) {
+        t[mode] = runs[mode]->step();
+        best[mode] = std::min(best[mode], t[mode]);
+      }
+      eco_naive_rounds.push_back(t[WeightMode::Eco] / t[WeightMode::Naive]);
+      ecosr_sr_rounds.push_back(t[WeightMode::EcoSr] / t[WeightMode::Sr]);
+    }
     std::printf("\n%s moments\n  %-9s %10s %14s %12s\n", states == StateFormat::Fp32 ? "fp32" : "bf16", "mode",
                 "ms/step", "Melem/s", "state GB/s");
     for (WeightMode mode : modes)
@@ -173,8 +189,11 @@ int main(int argc, char** argv) {
                   runs[mode]->traffic_bytes() / best[mode] / 1e9);
     const double eco_naive = best[WeightMode::Eco] / best[WeightMode::Naive];
     const double ecosr_sr = best[WeightMode::EcoSr] / best[WeightMode::Sr];
-    std::printf("  step time eco/naive %.3f, eco_sr/sr %.3f (target <= 1.15): %s\n", eco_naive, ecosr_sr,
-                eco_naive <= 1.15 && ecosr_sr <= 1.15 ? "met" : "NOT met");
+    const double eco_naive_med = median(eco_naive_rounds), ecosr_sr_med = median(ecosr_sr_rounds);
+    std::printf("  step time eco/naive %.3f (best), %.3f (median of rounds); eco_sr/sr %.3f (best), %.3f (median)\n",
+                eco_naive, eco_naive_med, ecosr_sr, ecosr_sr_med);
+    std::printf("  target: ECO costs <= 15%% more than the same rounding without it (median of rounds): %s\n",
+                eco_naive_med <= 1.15 && ecosr_sr_med <= 1.15 ? "met" : "NOT met");
     std::fflush(stdout);
   }
   return 0;

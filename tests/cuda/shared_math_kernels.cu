@@ -2,11 +2,6 @@
 // tests/cuda/test_cuda_shared_math.cpp compares the results with the CPU build of the same code.
 #include <cuda_runtime.h>
 
-#include "core/philox.h"
-#include "optim/update_rule.h"
-#include "quant/bf16.h"
-#include "quant/fp8.h"
-#include "quant/int8.h"
 #include "shared_math_kernels.h"
 
 namespace eco_cuda_test {
@@ -16,30 +11,7 @@ __global__ void shared_math_kernel(const float* x, const float* g, const float* 
                                    AdamArgs a, eco::AdamStepConsts c, SharedMathOut* out) {
   const size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
-  SharedMathOut o;
-  const eco::RandomKey key{a.seed, a.step, a.stream};
-  const uint32_t r = eco::random_bits(key, i);
-  const float xi = x[i];
-  o.random = r;
-  o.e4m3_rtn = eco::e4m3_encode_rtn(xi);
-  o.e4m3_sr = eco::e4m3_encode_sr(xi, r);
-  o.e5m2_rtn = eco::e5m2_encode_rtn(xi);
-  o.e5m2_sr = eco::e5m2_encode_sr(xi, r);
-  o.int8_rtn = eco::int8_encode_rtn(xi);
-  o.int8_sr = eco::int8_encode_sr(xi, r);
-  o.bf16_rtn = eco::bf16_encode_rne(xi);
-  o.bf16_sr = eco::bf16_encode_sr(xi, r);
-  o.e4m3_decoded = eco::e4m3_decode(o.e4m3_rtn);
-  o.e5m2_decoded = eco::e5m2_decode(o.e5m2_rtn);
-
-  float m = m0[i], v = v0[i];
-  const float d = eco::adam_moments(g[i], m, v, c);
-  const float w_new = eco::adamw_new_weight(xi, m, d, c);
-  o.w_code = eco::e4m3_encode_sr(w_new / a.scale, r);
-  const float e = w_new - eco::e4m3_decode(o.w_code) * a.scale;
-  o.m = m + eco::eco_adam_injection(e, d, c);
-  o.v = v;
-  out[i] = o;
+  out[i] = shared_math_element(x[i], g[i], m0[i], v0[i], i, a, c);
 }
 
 std::string check(cudaError_t e) { return e == cudaSuccess ? std::string() : cudaGetErrorString(e); }

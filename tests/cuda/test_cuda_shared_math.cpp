@@ -1,33 +1,25 @@
-// GPU vs CPU, bit for bit: the ECO_HD per-element math (FP8/BF16/INT8 codecs with RTN and SR, the
-// Philox stream, one AdamW step with ECO's injection and an SR-stored weight) compiled by nvcc and
-// run on the GPU must give exactly what the host build of the same headers gives. Skipped (ctest
-// exit 4) where there is no GPU.
+// GPU vs CPU, bit for bit: shared_math_element (FP8/BF16/INT8 codecs with RTN and SR, the Philox
+// stream, one AdamW step with ECO's injection and an SR-stored weight) compiled by nvcc and run on
+// the GPU must give exactly what the host build of the same source gives. The codecs' correctness
+// itself is tested against independent references in tests/test_fp8_codecs.cpp and friends.
+// Skipped (ctest exit 4) where there is no GPU.
 #include <catch2/catch.hpp>
 
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
 
 #include "../test_util.h"
-#include "core/philox.h"
-#include "optim/update_rule.h"
-#include "quant/bf16.h"
+#include "quant/float_bits.h"
 #include "quant/fp8.h"
-#include "quant/int8.h"
 #include "shared_math_kernels.h"
 
 using eco_cuda_test::AdamArgs;
 using eco_cuda_test::SharedMathOut;
+using eco::float_to_bits;
 
 namespace {
-
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
 
 // Inputs that reach every branch of the codecs: every E4M3 and E5M2 value, the midpoints between
 // neighbours and their float neighbours, specials, subnormals, and random floats over a wide
@@ -43,7 +35,8 @@ std::vector<float> codec_inputs() {
   }
   for (int c = 0; c < 255; ++c) {
     for (int fmt = 0; fmt < 2; ++fmt) {
-      float a = fmt ? eco::e5m2_decode(c) : eco::e4m3_decode(c), b = fmt ? eco::e5m2_decode(c + 1) : eco::e4m3_decode(c + 1);
+      auto decode = [fmt](int code) { return fmt ? eco::e5m2_decode(code) : eco::e4m3_decode(code); };
+      const float a = decode(c), b = decode(c + 1);
       if (!std::isfinite(a) || !std::isfinite(b)) continue;
       const float mid = 0.5f * (a + b);
       xs.insert(xs.end(), {mid, std::nextafter(mid, INFINITY), std::nextafter(mid, -INFINITY), -mid});
@@ -57,30 +50,6 @@ std::vector<float> codec_inputs() {
   std::uniform_int_distribution<int> ex(-30, 20), sign(0, 1);
   while (xs.size() < (1u << 20)) xs.push_back((sign(rng) ? -1.0f : 1.0f) * std::ldexp(mant(rng), ex(rng)));
   return xs;
-}
-
-SharedMathOut cpu_twin(float xi, float g, float m, float v, size_t i, const AdamArgs& a, const eco::AdamStepConsts& c) {
-  SharedMathOut o;
-  const eco::RandomKey key{a.seed, a.step, a.stream};
-  const uint32_t r = eco::random_bits(key, i);
-  o.random = r;
-  o.e4m3_rtn = eco::e4m3_encode_rtn(xi);
-  o.e4m3_sr = eco::e4m3_encode_sr(xi, r);
-  o.e5m2_rtn = eco::e5m2_encode_rtn(xi);
-  o.e5m2_sr = eco::e5m2_encode_sr(xi, r);
-  o.int8_rtn = eco::int8_encode_rtn(xi);
-  o.int8_sr = eco::int8_encode_sr(xi, r);
-  o.bf16_rtn = eco::bf16_encode_rne(xi);
-  o.bf16_sr = eco::bf16_encode_sr(xi, r);
-  o.e4m3_decoded = eco::e4m3_decode(o.e4m3_rtn);
-  o.e5m2_decoded = eco::e5m2_decode(o.e5m2_rtn);
-  const float d = eco::adam_moments(g, m, v, c);
-  const float w_new = eco::adamw_new_weight(xi, m, d, c);
-  o.w_code = eco::e4m3_encode_sr(w_new / a.scale, r);
-  const float e = w_new - eco::e4m3_decode(o.w_code) * a.scale;
-  o.m = m + eco::eco_adam_injection(e, d, c);
-  o.v = v;
-  return o;
 }
 
 }  // namespace
@@ -107,20 +76,22 @@ TEST_CASE("GPU and CPU builds of the ECO_HD math agree bit for bit", "[cuda]") {
   const eco::AdamStepConsts c = eco::make_adam_consts(a.lr, a.beta1, a.beta2, a.eps, a.weight_decay, a.t);
   size_t mismatched = 0, adam_compared = 0;
   for (size_t i = 0; i < n; ++i) {
-    const SharedMathOut want = cpu_twin(x[i], g[i], m[i], v[i], i, a, c);
+    const SharedMathOut want = eco_cuda_test::shared_math_element(x[i], g[i], m[i], v[i], i, a, c);
     const SharedMathOut& got = gpu[i];
+    auto same_bits = [](float p, float q) { return float_to_bits(p) == float_to_bits(q); };
     bool same = got.random == want.random && got.e4m3_rtn == want.e4m3_rtn && got.e4m3_sr == want.e4m3_sr &&
                 got.e5m2_rtn == want.e5m2_rtn && got.e5m2_sr == want.e5m2_sr && got.int8_rtn == want.int8_rtn &&
                 got.int8_sr == want.int8_sr && got.bf16_rtn == want.bf16_rtn && got.bf16_sr == want.bf16_sr &&
-                bits(got.e4m3_decoded) == bits(want.e4m3_decoded) && bits(got.e5m2_decoded) == bits(want.e5m2_decoded);
+                same_bits(got.e4m3_decoded, want.e4m3_decoded) && same_bits(got.e5m2_decoded, want.e5m2_decoded);
     // The optimizer path is compared for finite weights only: a NaN's payload may legitimately
     // differ between the two processors' arithmetic.
     if (std::isfinite(x[i]) && std::fabs(x[i]) < 1e30f) {
       ++adam_compared;
-      same = same && got.w_code == want.w_code && bits(got.m) == bits(want.m) && bits(got.v) == bits(want.v);
+      same = same && got.w_code == want.w_code && same_bits(got.m, want.m) && same_bits(got.v, want.v);
     }
     if (!same && ++mismatched <= 5)
-      UNSCOPED_INFO("element " << i << " x=" << x[i] << " (bits " << std::hex << bits(x[i]) << std::dec << ")");
+      UNSCOPED_INFO("element " << i << " x=" << x[i] << " (bits " << std::hex << float_to_bits(x[i]) << std::dec
+                                << ")");
   }
   INFO(n << " elements, " << adam_compared << " optimizer steps compared");
   CHECK(mismatched == 0);

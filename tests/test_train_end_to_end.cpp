@@ -11,6 +11,14 @@ std::string base_cmd(const TinyRun& r, const std::string& cfg_file = "config.jso
   return eco_train_bin() + " --config " + (r.dir / cfg_file).string();
 }
 
+// A run of the default tiny config, trained to the end: the reference that other runs must match.
+TinyRun finished_run(const std::string& name) {
+  TinyRun r(name);
+  r.write_config();
+  REQUIRE(run_command(base_cmd(r), r.dir / "log.txt") == 0);
+  return r;
+}
+
 // Train-loss and val-loss records in order, with the fields compared bit for bit.
 std::vector<std::string> loss_records(const std::filesystem::path& run_dir) {
   std::vector<std::string> out;
@@ -54,9 +62,7 @@ TEST_CASE("tiny run trains: loss falls and metrics are complete", "[train]") {
 }
 
 TEST_CASE("interrupted and resumed run is bit-identical to an uninterrupted one", "[train][resume]") {
-  TinyRun a("e2e_resume_a");
-  a.write_config();
-  REQUIRE(run_command(base_cmd(a), a.dir / "log.txt") == 0);
+  const TinyRun a = finished_run("e2e_resume_a");
 
   TinyRun b("e2e_resume_b");
   b.write_config();
@@ -75,9 +81,7 @@ TEST_CASE("interrupted and resumed run is bit-identical to an uninterrupted one"
 }
 
 TEST_CASE("--resume with no checkpoint starts over and drops the earlier attempt's metrics", "[train][resume]") {
-  TinyRun a("e2e_fresh_a");
-  a.write_config();
-  REQUIRE(run_command(base_cmd(a), a.dir / "log.txt") == 0);
+  const TinyRun a = finished_run("e2e_fresh_a");
 
   TinyRun b("e2e_fresh_b");
   b.write_config();
@@ -92,9 +96,7 @@ TEST_CASE("--resume with no checkpoint starts over and drops the earlier attempt
 }
 
 TEST_CASE("a corrupt newest checkpoint is reported and the previous good one is used", "[train][resume]") {
-  TinyRun a("e2e_corrupt_a");
-  a.write_config();
-  REQUIRE(run_command(base_cmd(a), a.dir / "log.txt") == 0);
+  const TinyRun a = finished_run("e2e_corrupt_a");
 
   TinyRun b("e2e_corrupt_b");
   b.write_config();

@@ -7,7 +7,7 @@
 # newest checkpoint (or start if they have none).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-[[ $# -ge 1 && $1 != -* ]] || { sed -n '2,4p' "$0"; exit 2; }
+[[ $# -ge 1 && $1 != -* ]] || { sed -n '2,7p' "$0"; exit 2; }
 config=$1; shift
 name=$(basename "$config" .json)
 out="runs/ablate/$name"
@@ -15,12 +15,13 @@ modes="fp32 bf16 bf16_sr master master_sr naive sr eco eco_sr"
 build=${ECO_BUILD:-$root/build}
 extra=()
 resume=0
+resume_flag=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --out) out=$2; shift 2 ;;
     --modes) modes=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
-    --resume) resume=1; shift ;;
+    --resume) resume=1; resume_flag=(--resume); shift ;;
     *) extra+=("$1"); shift ;;
   esac
 done
@@ -34,13 +35,9 @@ for mode in $modes; do
   fi
   echo "=== ablate: $name, mode $mode ==="
   rc=0
-  if [[ $resume -eq 1 ]]; then
-    "$build/eco_train" --config "$config" --set optim.mode="$mode" --out "$out/$mode" --resume "${extra[@]}" \
-      >> "$out/$mode.log" 2>&1 || rc=$?
-  else
-    "$build/eco_train" --config "$config" --set optim.mode="$mode" --out "$out/$mode" "${extra[@]}" \
-      > "$out/$mode.log" 2>&1 || rc=$?
-  fi
+  [[ $resume -eq 1 ]] || : > "$out/$mode.log"  # a resumed mode appends to its earlier log
+  "$build/eco_train" --config "$config" --set optim.mode="$mode" --out "$out/$mode" "${resume_flag[@]}" "${extra[@]}" \
+    >> "$out/$mode.log" 2>&1 || rc=$?
   # Exit code 5 = diverged: an expected outcome for `naive`, still part of the table.
   if [[ $rc -ne 0 && $rc -ne 5 ]]; then
     echo "ablate: mode $mode failed (exit $rc); see $out/$mode.log" >&2

@@ -255,12 +255,11 @@ int TrainingRun::execute() {
   atomic_write_file(out_dir_ / "config.json", cfg_.dump() + "\n");
   print_plan();
 
-  int64_t start_step = 0;
   std::optional<int64_t> resumed_at;
   if (args_.resume) resumed_at = resume_from_checkpoint();
-  if (resumed_at) start_step = *resumed_at;
+  const int64_t start_step = resumed_at.value_or(0);
   // Starting from scratch (even under --resume) drops every record of an earlier attempt.
-  metrics_ = std::make_unique<MetricsWriter>(out_dir_, resumed_at ? *resumed_at : -1);
+  metrics_ = std::make_unique<MetricsWriter>(out_dir_, resumed_at.value_or(-1));
   run_start_ = std::chrono::steady_clock::now();
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);

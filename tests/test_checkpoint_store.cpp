@@ -66,6 +66,16 @@ void flip_byte(const fs::path& p, size_t at) {
   f.write(&c, 1);
 }
 
+// Rewrites a checkpoint's manifest with a matching checksum: damage the checksum cannot see
+// (a writer bug, a hand edit) must still be caught by the manifest's own checks.
+void rewrite_manifest_text(const fs::path& dir, const std::string& text) {
+  std::ofstream(dir / "manifest.json", std::ios::binary | std::ios::trunc) << text;
+  char hex[16];
+  std::snprintf(hex, sizeof hex, "%08x\n", eco::crc32c(text.data(), text.size()));
+  std::ofstream(dir / "manifest.crc32c", std::ios::binary | std::ios::trunc) << hex;
+}
+void rewrite_manifest(const fs::path& dir, const json& m) { rewrite_manifest_text(dir, m.dump()); }
+
 // The CheckpointError message `f` throws (fails the test if it throws nothing or another type).
 template <typename F>
 std::string checkpoint_error(F&& f) {
@@ -121,7 +131,8 @@ TEST_CASE("checkpoint round trip") {
   const fs::path dir = w.commit();
   CHECK(dir == run / "ckpt_00000120");
   CHECK(names_in(run) == std::vector<std::string>{"ckpt_00000120"});  // no temp directory left
-  CHECK(names_in(dir) == std::vector<std::string>{"empty.bin", "manifest.json", "params.f32", "small.f32"});
+  CHECK(names_in(dir) ==
+        std::vector<std::string>{"empty.bin", "manifest.crc32c", "manifest.json", "params.f32", "small.f32"});
 
   // The manifest records sizes and checksums computed independently here.
   const json manifest = json::parse(read_text(dir / "manifest.json"));
@@ -174,20 +185,40 @@ TEST_CASE("a damaged newest checkpoint is skipped; strict loading names the prob
       {"grown blob", "params.f32", "wrong size: 1001 bytes",
        [](const fs::path& d) { std::ofstream(d / "params.f32", std::ios::app | std::ios::binary) << 'x'; }},
       {"garbage manifest", "manifest.json", "not valid JSON",
-       [](const fs::path& d) { std::ofstream(d / "manifest.json") << "{\"format\": \"eco_train-chec"; }},
+       [](const fs::path& d) { rewrite_manifest_text(d, "{\"format\": \"eco_train-chec"); }},
       {"missing manifest", "manifest.json", "missing", [](const fs::path& d) { fs::remove(d / "manifest.json"); }},
       {"manifest without files", "manifest.json", "malformed manifest",
        [](const fs::path& d) {
          json m = json::parse(read_text(d / "manifest.json"));
          m.erase("files");
-         std::ofstream(d / "manifest.json") << m.dump();
+         rewrite_manifest(d, m);
        }},
       {"manifest of another step", "manifest.json", "records step 10 but the directory is named for step 20",
        [](const fs::path& d) {
          json m = json::parse(read_text(d / "manifest.json"));
          m["step"] = 10;
+         rewrite_manifest(d, m);
+       }},
+      {"manifest edited behind its checksum", "manifest.json", "checksum mismatch",
+       [](const fs::path& d) {
+         json m = json::parse(read_text(d / "manifest.json"));
+         m["step"] = 10;
          std::ofstream(d / "manifest.json") << m.dump();
        }},
+      {"key name damaged", "manifest.json", "no \"files\"",
+       [](const fs::path& d) {
+         std::string text = read_text(d / "manifest.json");
+         text[text.find("\"files\"") + 1] ^= 0x01;
+         rewrite_manifest(d, json::parse(text));
+       }},
+      {"wrong type", "manifest.json", "\"bytes\" is not a non-negative integer",
+       [](const fs::path& d) {
+         json m = json::parse(read_text(d / "manifest.json"));
+         m["files"][0]["bytes"] = "1000";
+         rewrite_manifest(d, m);
+       }},
+      {"missing checksum file", "manifest.json", "manifest.crc32c is missing",
+       [](const fs::path& d) { fs::remove(d / "manifest.crc32c"); }},
   };
   for (const Damage& dmg : damages) {
     SECTION(dmg.what) {
@@ -336,4 +367,108 @@ TEST_CASE("atomic_write_file replaces a file whole and reports failures with the
     CHECK(e.exit_code() == 6);
     CHECK(std::string(e.what()).find((dir / "plain_file").string()) != std::string::npos);
   }
+}
+
+namespace {
+
+// One seeded mutation of a manifest's text: the kinds of damage disks, crashes and hands do.
+std::string mutate(std::string text, std::mt19937& rng) {
+  auto pick = [&](size_t n) { return static_cast<size_t>(rng() % std::max<size_t>(n, 1)); };
+  switch (rng() % 7) {
+    case 0:  // one bit anywhere
+      text[pick(text.size())] ^= static_cast<char>(1 << (rng() % 8));
+      break;
+    case 1: {  // one bit inside a key name (the case that once aborted the process)
+      std::vector<size_t> quotes;
+      for (size_t i = 0; i + 1 < text.size(); ++i)
+        if (text[i] == '"' && text[i + 1] != '"') quotes.push_back(i + 1);
+      if (quotes.empty()) quotes.push_back(pick(text.size()));
+      text[quotes[pick(quotes.size())]] ^= static_cast<char>(1 << (rng() % 7));
+      break;
+    }
+    case 2: text.resize(pick(text.size())); break;  // truncated
+    case 3: text.erase(pick(text.size()), 1 + pick(8)); break;
+    case 4: text.insert(pick(text.size()), std::string(1 + pick(4), "{[\",:0-e}]"[rng() % 10])); break;
+    case 5: text = std::string(100000, '[') + text; break;  // hostile nesting
+    default: {  // a value replaced by another JSON type
+      const char* repl[] = {"null", "\"x\"", "-1", "1e400", "[]", "{}", "18446744073709551616", "true"};
+      const size_t colon = text.find(':', pick(text.size()));
+      if (colon == std::string::npos) break;
+      const size_t end = text.find_first_of(",}\n", colon);
+      text.replace(colon + 1, end == std::string::npos ? 0 : end - colon - 1, repl[rng() % 8]);
+    }
+  }
+  return text;
+}
+
+void write_text(const fs::path& p, const std::string& text) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f << text;
+}
+
+}  // namespace
+
+TEST_CASE("a damaged manifest, in any of a thousand seeded ways, falls back to the previous checkpoint", "[fuzz]") {
+  const fs::path run = eco_test::scratch_dir("ckpt_manifest_fuzz");
+  write_checkpoint(run, 1);
+  const fs::path newest = write_checkpoint(run, 2);
+  const std::string manifest = read_text(newest / "manifest.json");
+  const std::string crc = read_text(newest / "manifest.crc32c");
+  std::mt19937 rng(20261130);
+  int fell_back = 0, still_valid = 0;
+  for (int i = 0; i < 1000; ++i) {
+    const bool damage_crc = i % 10 == 9;
+    const std::string text = damage_crc ? manifest : mutate(manifest, rng);
+    write_text(newest / "manifest.json", text);
+    write_text(newest / "manifest.crc32c", damage_crc ? mutate(crc, rng) : crc);
+    INFO("case " << i << ": " << text.substr(0, 200));
+    std::optional<eco::LoadedCheckpoint> ck;
+    REQUIRE_NOTHROW(ck = eco::load_latest_checkpoint(run));
+    REQUIRE(ck);
+    if (text == manifest && !damage_crc) {
+      ++still_valid;  // a mutation that changed nothing
+      continue;
+    }
+    if (ck->step == 2) {
+      ++still_valid;  // only the checksum file's trailing whitespace changed, say
+      CHECK(read_text(newest / "manifest.json") == manifest);
+      continue;
+    }
+    CHECK(ck->step == 1);
+    ++fell_back;
+  }
+  CHECK(fell_back > 950);
+}
+
+TEST_CASE("damaged checkpoints do not count toward keep_last, and a selected older one survives pruning") {
+  const fs::path run = eco_test::scratch_dir("ckpt_prune_damaged");
+  for (int64_t step : {1, 2, 3, 4}) write_checkpoint(run, step, 64);
+  flip_byte(run / "ckpt_00000004/manifest.json", 20);
+  fs::resize_file(run / "ckpt_00000003/params.f32", 10);
+  // Newest first: 4 and 3 are damaged, so keeping 2 keeps steps 2 and 1; the damaged ones are
+  // newer than both and are left for inspection.
+  eco::prune_checkpoints(run, 2);
+  CHECK(names_in(run) == std::vector<std::string>{"ckpt_00000001", "ckpt_00000002", "ckpt_00000003", "ckpt_00000004"});
+  write_checkpoint(run, 5, 64);
+  eco::prune_checkpoints(run, 1);  // keeps 5; 4, 3 (damaged) and 2, 1 are older: deleted
+  CHECK(names_in(run) == std::vector<std::string>{"ckpt_00000005"});
+
+  // also_keep: the newest checkpoint whose meta it selects is kept besides the newest K.
+  for (int64_t step : {6, 7, 8}) write_checkpoint(run, step, 64);
+  eco::prune_checkpoints(run, 1, [](const json& meta) { return meta.value("step", 0) == 6; });
+  CHECK(names_in(run) == std::vector<std::string>{"ckpt_00000006", "ckpt_00000008"});
+}
+
+TEST_CASE("a checkpoint from a build before manifest checksums (version 1) still loads") {
+  const fs::path run = eco_test::scratch_dir("ckpt_v1");
+  const fs::path dir = write_checkpoint(run, 3);
+  json m = json::parse(read_text(dir / "manifest.json"));
+  m["version"] = 1;
+  write_text(dir / "manifest.json", m.dump(1) + "\n");
+  fs::remove(dir / "manifest.crc32c");
+  CHECK(eco::load_checkpoint(dir).step == 3);
+  // A version-2 manifest without its checksum is damage, not an old format.
+  m["version"] = 2;
+  write_text(dir / "manifest.json", m.dump(1) + "\n");
+  CHECK(checkpoint_error([&] { eco::load_checkpoint(dir); }).find("manifest.crc32c is missing") != std::string::npos);
 }

@@ -122,6 +122,8 @@ class GPT {
   // Bytes of activations (forward saves + backward scratch, including the quantized-operand and
   // external-weight scratch buffers) at this B, T.
   size_t activation_bytes(int B, int T) const;
+  // The activation buffer alone for a model of this shape, without building one (memory planning).
+  static size_t activation_layout_bytes(const ModelConfig& cfg, const LinearQuantization& quant, int B, int T);
   // Parameter counts (total and without embeddings/head) and the shape.
   std::string summary() const;
   size_t num_non_embedding_params() const;
@@ -152,7 +154,8 @@ class GPT {
     int32_t* targets = nullptr;
     size_t total_bytes = 0;
   };
-  ActPointers lay_out_activations(char* base, int B, int T) const;
+  static ActPointers lay_out_activations(const ModelConfig& cfg, const LinearQuantization& quant, char* base, int B,
+                                         int T);
   void ensure_activations(int B, int T);
   void build_layout();
 

@@ -7,10 +7,11 @@
 
 namespace eco {
 
-GPT::ActPointers GPT::lay_out_activations(char* base, int B, int T) const {
-  const size_t N = static_cast<size_t>(B) * T, C = cfg_.d_model, H = cfg_.hidden(), Vp = cfg_.padded_vocab;
-  const size_t NH = cfg_.n_head;
-  const bool gpt2 = cfg_.arch == Arch::GPT2;
+GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQuantization& quant, char* base, int B,
+                                          int T) {
+  const size_t N = static_cast<size_t>(B) * T, C = cfg.d_model, H = cfg.hidden(), Vp = cfg.padded_vocab;
+  const size_t NH = cfg.n_head;
+  const bool gpt2 = cfg.arch == Arch::GPT2;
   const size_t mlp_in = gpt2 ? H : 2 * H;
   ActPointers a;
   size_t off = 0;
@@ -24,7 +25,7 @@ GPT::ActPointers GPT::lay_out_activations(char* base, int B, int T) const {
   a.tokens = reinterpret_cast<int32_t*>(take(N * sizeof(int32_t)));
   a.targets = reinterpret_cast<int32_t*>(take(N * sizeof(int32_t)));
   a.encoded = f(N * C);
-  a.layers.resize(cfg_.n_layer);
+  a.layers.resize(cfg.n_layer);
   for (ActPointers::Layer& l : a.layers) {
     l.ln1 = f(N * C);
     l.ln1_mean = gpt2 ? f(N) : nullptr;
@@ -56,14 +57,18 @@ GPT::ActPointers GPT::lay_out_activations(char* base, int B, int T) const {
   a.dfch_act = f(N * H);
   // One scratch per operand for all linears: each quantized copy is consumed by the GEMM(s) right
   // after it is made.
-  if (quant_.quantize_activations) a.input_q = f(N * (H > C ? H : C));
-  if (quant_.quantize_output_grads) a.dout_q = f(N * std::max({3 * C, C, mlp_in}));
+  if (quant.quantize_activations) a.input_q = f(N * (H > C ? H : C));
+  if (quant.quantize_output_grads) a.dout_q = f(N * std::max({3 * C, C, mlp_in}));
   a.total_bytes = off;
   return a;
 }
 
 size_t GPT::activation_bytes(int B, int T) const {
-  return lay_out_activations(nullptr, B, T).total_bytes + weight_scratch_floats() * sizeof(float);
+  return lay_out_activations(cfg_, quant_, nullptr, B, T).total_bytes + weight_scratch_floats() * sizeof(float);
+}
+
+size_t GPT::activation_layout_bytes(const ModelConfig& cfg, const LinearQuantization& quant, int B, int T) {
+  return lay_out_activations(cfg, quant, nullptr, B, T).total_bytes;
 }
 
 void GPT::set_linear_quantization(const LinearQuantization& q) {
@@ -86,11 +91,11 @@ void GPT::ensure_activations(int B, int T) {
   const int nt = T > act_T_ ? T : act_T_;
   if (act_buffer_) ops_.free(act_buffer_);
   act_buffer_ = nullptr;
-  act_buffer_ = static_cast<char*>(ops_.alloc(lay_out_activations(nullptr, nb, nt).total_bytes));
+  act_buffer_ = static_cast<char*>(ops_.alloc(lay_out_activations(cfg_, quant_, nullptr, nb, nt).total_bytes));
   act_B_ = nb;
   act_T_ = nt;
   // Pointers for the capacity shape; a smaller (B, T) uses the front of each slice.
-  acts_ = lay_out_activations(act_buffer_, act_B_, act_T_);
+  acts_ = lay_out_activations(cfg_, quant_, act_buffer_, act_B_, act_T_);
 }
 
 }  // namespace eco

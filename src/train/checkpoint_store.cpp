@@ -5,19 +5,19 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <mutex>
 #include <set>
-#include <sstream>
 #include <stdexcept>
 
 #include "core/atomic_file.h"
 #include "core/crc32c.h"
 #include "core/error.h"
+#include "core/json_read.h"
 #include "core/log.h"
 
 namespace eco {
@@ -25,8 +25,12 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kManifestName = "manifest.json";
+// CRC-32C of manifest.json's bytes: the manifest guards every blob, this guards the manifest.
+constexpr const char* kManifestCrcName = "manifest.crc32c";
 constexpr const char* kFormat = "eco_train-checkpoint-store";
-constexpr int kVersion = 1;
+constexpr int kVersion = 2;        // 2 = manifest checksummed; 1 (earlier builds) is still read
+constexpr int kOldestVersion = 1;
+constexpr size_t kMaxManifestBytes = size_t{64} << 20;
 constexpr const char* kTmpPrefix = ".tmp_ckpt_";
 constexpr size_t kChunk = size_t{4} << 20;  // streaming unit: big enough for full disk speed, small enough for cache
 
@@ -135,44 +139,98 @@ void read_verified(const fs::path& dir, const CheckpointFile& f, void* dst) {
                       " in the manifest): the file is corrupt");
 }
 
-// Parses and checks manifest.json; the files themselves are not read.
+std::optional<uint32_t> parse_hex32(const std::string& text) {
+  if (text.size() != 8 || !std::all_of(text.begin(), text.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); }))
+    return std::nullopt;
+  return static_cast<uint32_t>(std::strtoul(text.c_str(), nullptr, 16));
+}
+
+// The manifest's own checksum, when the checkpoint has one (version >= 2).
+std::optional<uint32_t> read_manifest_crc(const fs::path& ckpt_dir) {
+  const fs::path path = ckpt_dir / kManifestCrcName;
+  std::error_code ec;
+  if (!fs::exists(fs::symlink_status(path, ec))) return std::nullopt;
+  std::string text, error;
+  if (!read_small_file(path, text, error, 64)) corrupt(path, "cannot read: " + error);
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  const std::optional<uint32_t> crc = parse_hex32(text);
+  if (!crc) corrupt(path, "not an 8-digit hex checksum");
+  return crc;
+}
+
+// Checks one manifest field's JSON type; the message names the field.
+const nlohmann::json& field(const nlohmann::json& obj, const char* key, bool (nlohmann::json::*is_type)() const noexcept,
+                            const char* type, const fs::path& path) {
+  const auto it = obj.find(key);
+  if (it == obj.end()) corrupt(path, std::string("malformed manifest: no \"") + key + "\"");
+  if (!((*it).*is_type)()) corrupt(path, std::string("malformed manifest: \"") + key + "\" is not " + type);
+  return *it;
+}
+
+// Parses and checks manifest.json (and its checksum); the blobs themselves are not read. Every way
+// the manifest can be damaged is a CheckpointError, so a caller can fall back to an older checkpoint.
 LoadedCheckpoint read_manifest(const fs::path& ckpt_dir) {
   const fs::path path = ckpt_dir / kManifestName;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) corrupt(path, errno == ENOENT ? "missing" : std::string("cannot open: ") + std::strerror(errno));
-  std::stringstream text;
-  text << in.rdbuf();
-  const nlohmann::json m = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-  if (m.is_discarded() || !m.is_object()) corrupt(path, "not valid JSON (truncated or corrupt)");
+  std::string text, error;
+  if (!read_small_file(path, text, error, kMaxManifestBytes)) corrupt(path, error == "no such file" ? "missing" : "cannot read: " + error);
+  const std::optional<uint32_t> want_crc = read_manifest_crc(ckpt_dir);
+  if (want_crc && crc32c(text.data(), text.size()) != *want_crc)
+    corrupt(path, "checksum mismatch (crc32c " + hex32(crc32c(text.data(), text.size())) + ", " + kManifestCrcName +
+                      " says " + hex32(*want_crc) + "): the manifest is corrupt");
+  const JsonParse parsed = parse_json(text);
+  if (!parsed.ok()) corrupt(path, "not valid JSON (truncated or corrupt): " + parsed.error);
+  const nlohmann::json& m = parsed.value;
+  if (!m.is_object()) corrupt(path, "not valid JSON (truncated or corrupt): not an object");
+  const auto str = &nlohmann::json::is_string;
+  const auto integer = &nlohmann::json::is_number_integer;
+  if (field(m, "format", str, "a string", path) != kFormat) corrupt(path, "not an eco_train checkpoint manifest");
+  const nlohmann::json& version = field(m, "version", integer, "an integer", path);
+  if (version < kOldestVersion || version > kVersion)
+    corrupt(path, "manifest version " + version.dump() + ", this build reads versions " + std::to_string(kOldestVersion) +
+                      " to " + std::to_string(kVersion));
+  if (version >= 2 && !want_crc) corrupt(path, std::string(kManifestCrcName) + " is missing");
   LoadedCheckpoint ck;
   ck.dir = ckpt_dir;
-  try {
-    if (m.at("format").get<std::string>() != kFormat) corrupt(path, "not an eco_train checkpoint manifest");
-    const int version = m.at("version").get<int>();
-    if (version != kVersion)
-      corrupt(path, "manifest version " + std::to_string(version) + ", this build reads version " + std::to_string(kVersion));
-    ck.step = m.at("step").get<int64_t>();
-    for (const nlohmann::json& f : m.at("files")) {
-      CheckpointFile cf;
-      cf.name = f.at("name").get<std::string>();
-      cf.bytes = f.at("bytes").get<uint64_t>();
-      const std::string crc = f.at("crc32c").get<std::string>();
-      char* end = nullptr;
-      cf.crc32c = static_cast<uint32_t>(std::strtoul(crc.c_str(), &end, 16));
-      if (crc.size() != 8 || *end != '\0') corrupt(path, "bad crc32c \"" + crc + "\" for " + cf.name);
-      if (cf.name.empty() || cf.name.find('/') != std::string::npos || cf.name[0] == '.')
-        corrupt(path, "bad file name \"" + cf.name + "\"");
-      ck.files.push_back(cf);
-    }
-    ck.meta = m.at("meta");
-  } catch (const nlohmann::json::exception& e) {
-    std::string what = e.what();  // drop nlohmann's "[json.exception.type_error.302] " tag
-    if (const size_t tag = what.find("] "); tag != std::string::npos) what = what.substr(tag + 2);
-    corrupt(path, "malformed manifest: " + what);
+  const nlohmann::json& step = field(m, "step", integer, "an integer", path);
+  if (step < 0) corrupt(path, "malformed manifest: negative step " + step.dump());
+  ck.step = step.get<int64_t>();
+  for (const nlohmann::json& f : field(m, "files", &nlohmann::json::is_array, "an array", path)) {
+    if (!f.is_object()) corrupt(path, "malformed manifest: a \"files\" entry is not an object");
+    CheckpointFile cf;
+    cf.name = field(f, "name", str, "a string", path).get<std::string>();
+    if (cf.name.empty() || cf.name.find('/') != std::string::npos || cf.name[0] == '.' || cf.name == kManifestName ||
+        cf.name == kManifestCrcName)
+      corrupt(path, "bad file name \"" + cf.name + "\"");
+    cf.bytes = field(f, "bytes", &nlohmann::json::is_number_unsigned, "a non-negative integer", path).get<uint64_t>();
+    const std::string crc = field(f, "crc32c", str, "a string", path).get<std::string>();
+    const std::optional<uint32_t> value = parse_hex32(crc);
+    if (!value) corrupt(path, "bad crc32c \"" + crc + "\" for " + cf.name);
+    cf.crc32c = *value;
+    for (const CheckpointFile& other : ck.files)
+      if (other.name == cf.name) corrupt(path, "file " + cf.name + " is listed twice");
+    ck.files.push_back(cf);
   }
+  ck.meta = field(m, "meta", &nlohmann::json::is_object, "an object", path);
   if (auto dir_step = step_of_dir_name(ckpt_dir.filename().string()); dir_step && *dir_step != ck.step)
     corrupt(path, "records step " + std::to_string(ck.step) + " but the directory is named for step " + std::to_string(*dir_step));
   return ck;
+}
+
+// Manifest readable and every blob present with its recorded size: what pruning counts as intact
+// without reading every byte (loading still verifies every checksum).
+bool looks_intact(const fs::path& ckpt_dir, nlohmann::json* meta) {
+  try {
+    LoadedCheckpoint ck = read_manifest(ckpt_dir);
+    for (const CheckpointFile& f : ck.files) {
+      std::error_code ec;
+      const uintmax_t size = fs::file_size(ckpt_dir / f.name, ec);
+      if (ec || size != f.bytes) return false;
+    }
+    if (meta) *meta = std::move(ck.meta);
+    return true;
+  } catch (const CheckpointError&) {
+    return false;
+  }
 }
 
 void remove_tree(const fs::path& dir) {
@@ -214,8 +272,10 @@ CheckpointWriter::~CheckpointWriter() {
 
 void CheckpointWriter::add_blob(const std::string& name, const void* data, size_t bytes) {
   if (committed_) throw std::logic_error("CheckpointWriter::add_blob after commit");
-  if (name.empty() || name.find('/') != std::string::npos || name[0] == '.' || name == kManifestName)
-    throw std::invalid_argument("checkpoint blob name \"" + name + "\" must be a plain file name, not manifest.json");
+  if (name.empty() || name.find('/') != std::string::npos || name[0] == '.' || name == kManifestName ||
+      name == kManifestCrcName)
+    throw std::invalid_argument("checkpoint blob name \"" + name + "\" must be a plain file name, not " + kManifestName +
+                                " or " + kManifestCrcName);
   for (const CheckpointFile& f : files_)
     if (f.name == name) throw std::invalid_argument("checkpoint blob \"" + name + "\" added twice");
   DurableFile out(tmp_dir_ / name);
@@ -242,6 +302,10 @@ fs::path CheckpointWriter::commit() {
   DurableFile out(tmp_dir_ / kManifestName);
   out.write(text.data(), text.size());
   out.sync_and_close();
+  const std::string crc = hex32(crc32c(text.data(), text.size())) + "\n";
+  DurableFile crc_out(tmp_dir_ / kManifestCrcName);
+  crc_out.write(crc.data(), crc.size());
+  crc_out.sync_and_close();
   fsync_directory(tmp_dir_);
 
   const fs::path final_dir = run_dir_ / checkpoint_dir_name(step_);
@@ -308,13 +372,15 @@ LoadedCheckpoint load_checkpoint(const fs::path& ckpt_dir) {
   return ck;
 }
 
-std::optional<LoadedCheckpoint> load_latest_checkpoint(const fs::path& run_dir) {
+std::optional<LoadedCheckpoint> load_latest_checkpoint(const fs::path& run_dir, const CheckpointCheck& accept) {
   const std::vector<FoundCheckpoint> found = list_checkpoints(run_dir);
   if (found.empty()) return std::nullopt;
   std::string problems;
   for (const FoundCheckpoint& c : found) {
     try {
-      return load_checkpoint(c.dir);
+      LoadedCheckpoint ck = load_checkpoint(c.dir);
+      if (accept) accept(ck);
+      return ck;
     } catch (const CheckpointError& e) {
       spdlog::warn("skipping damaged checkpoint: {}", e.what());
       problems += (problems.empty() ? "" : "; ") + std::string(e.what());
@@ -324,17 +390,41 @@ std::optional<LoadedCheckpoint> load_latest_checkpoint(const fs::path& run_dir) 
                         " damaged: " + problems + "); delete them or start without --resume");
 }
 
-void prune_checkpoints(const fs::path& run_dir, int keep_last) {
+std::vector<int64_t> checkpoint_steps(const fs::path& run_dir) {
+  std::vector<int64_t> steps;
+  for (const FoundCheckpoint& c : list_checkpoints(run_dir)) steps.push_back(c.step);
+  return steps;
+}
+
+void prune_checkpoints(const fs::path& run_dir, int keep_last, const std::function<bool(const nlohmann::json&)>& also_keep) {
   if (keep_last < 1) throw std::invalid_argument("prune_checkpoints: keep_last must be >= 1, got " + std::to_string(keep_last));
   std::error_code exists_ec;
   if (!fs::is_directory(run_dir, exists_ec)) return;
   const std::vector<FoundCheckpoint> found = list_checkpoints(run_dir);
   const std::string pid = std::to_string(::getpid());
-  for (size_t i = static_cast<size_t>(keep_last); i < found.size(); ++i) {
+  // Newest first: the first keep_last intact ones are kept, and the newest intact one that
+  // `also_keep` selects; damaged ones neither count nor are kept once older than the oldest kept.
+  int intact_seen = 0;
+  bool extra_found = !also_keep;
+  std::vector<fs::path> doomed_dirs;
+  for (const FoundCheckpoint& c : found) {
+    nlohmann::json meta;
+    const bool intact = looks_intact(c.dir, &meta);
+    const bool wanted_extra = intact && !extra_found && also_keep(meta);
+    if (wanted_extra) extra_found = true;
+    if (intact && intact_seen < keep_last) {
+      ++intact_seen;
+      continue;
+    }
+    if (wanted_extra) continue;
+    if (!intact && intact_seen < keep_last) continue;  // newer than what is kept: leave it for inspection
+    doomed_dirs.push_back(c.dir);
+  }
+  for (const fs::path& dir : doomed_dirs) {
     // Rename first so a crash mid-delete never leaves a half-deleted ckpt_ directory to be tried.
-    const fs::path doomed = run_dir / (std::string(kTmpPrefix) + "deleting_" + found[i].dir.filename().string() + "_" + pid);
-    if (std::rename(found[i].dir.c_str(), doomed.c_str()) != 0) {
-      spdlog::warn("could not delete old checkpoint {}: {}", found[i].dir.string(), std::strerror(errno));
+    const fs::path doomed = run_dir / (std::string(kTmpPrefix) + "deleting_" + dir.filename().string() + "_" + pid);
+    if (std::rename(dir.c_str(), doomed.c_str()) != 0) {
+      spdlog::warn("could not delete old checkpoint {}: {}", dir.string(), std::strerror(errno));
       continue;
     }
     remove_tree(doomed);

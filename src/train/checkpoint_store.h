@@ -1,13 +1,15 @@
 #pragma once
 // Checkpoints on disk. A checkpoint is a directory RUN_DIR/ckpt_<step, 8+ digits>/ holding named
-// binary blobs (one file each) and manifest.json: format version, step, every file's name, size
-// and CRC-32C, and the caller's JSON (trainer state, resolved config). It is written under
+// binary blobs (one file each), manifest.json (format version, step, every file's name, size and
+// CRC-32C, and the caller's JSON: trainer state, resolved config) and manifest.crc32c, the
+// manifest's own checksum, so no bit of a checkpoint goes unchecked. It is written under
 // RUN_DIR/.tmp_ckpt_<step>_<pid>/, every file and the directory fsynced, then renamed into place,
 // so a crash at any moment leaves either no new checkpoint or a complete one. Loading verifies
 // sizes and checksums; a damaged newest checkpoint is skipped in favour of the previous one.
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -65,17 +67,29 @@ struct LoadedCheckpoint {
   const CheckpointFile& entry(const std::string& name) const;
 };
 
-// Strict: the manifest must parse and every file must have its recorded size and checksum;
-// otherwise CheckpointError naming the file and the problem.
+// Strict: the manifest must parse and match its checksum (manifest.crc32c), and every file must
+// have its recorded size and checksum; otherwise CheckpointError naming the file and the problem.
 LoadedCheckpoint load_checkpoint(const std::filesystem::path& ckpt_dir);
 
-// The newest valid checkpoint in RUN_DIR. Damaged newer ones are skipped with a warning naming the
-// problem. nullopt when RUN_DIR holds no checkpoint (or does not exist); CheckpointError listing
-// each checkpoint and why it is invalid when some exist but none is valid.
-std::optional<LoadedCheckpoint> load_latest_checkpoint(const std::filesystem::path& run_dir);
+// A caller's check of a loaded checkpoint's meta: throws CheckpointError to reject it as damaged
+// (the next older one is tried); any other exception stops the search.
+using CheckpointCheck = std::function<void(const LoadedCheckpoint&)>;
 
-// Keeps the `keep_last` (>= 1) highest-step checkpoints and deletes the rest, and removes temp
-// directories left by crashed writers (not those of writers alive in this process).
-void prune_checkpoints(const std::filesystem::path& run_dir, int keep_last);
+// The newest valid checkpoint in RUN_DIR. Damaged newer ones (or ones `accept` rejects) are skipped
+// with a warning naming the problem. nullopt when RUN_DIR holds no checkpoint (or does not exist);
+// CheckpointError listing each checkpoint and why it is invalid when some exist but none is valid.
+std::optional<LoadedCheckpoint> load_latest_checkpoint(const std::filesystem::path& run_dir,
+                                                       const CheckpointCheck& accept = {});
+
+// Steps of the ckpt_ directories in RUN_DIR (intact or not), newest first.
+std::vector<int64_t> checkpoint_steps(const std::filesystem::path& run_dir);
+
+// Keeps the `keep_last` (>= 1) newest intact checkpoints (manifest verified, every blob of its
+// recorded size) plus the newest intact one whose meta `also_keep` accepts; deletes older ones.
+// Damaged checkpoints do not count toward keep_last; those newer than the oldest kept one are left
+// for inspection. Also removes temp directories left by crashed writers (not those of writers
+// alive in this process).
+void prune_checkpoints(const std::filesystem::path& run_dir, int keep_last,
+                       const std::function<bool(const nlohmann::json& meta)>& also_keep = {});
 
 }  // namespace eco

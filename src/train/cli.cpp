@@ -1,9 +1,11 @@
 #include "train/cli.h"
 
+#include <cerrno>
 #include <cstdlib>
 #include <string_view>
 
 #include "core/error.h"
+#include "train/config_schema.h"
 
 namespace eco {
 
@@ -20,6 +22,8 @@ options:
                        checkpoints
   --resume             continue from the newest valid checkpoint in the output directory; the
                        continuation is bit-identical to an uninterrupted run
+  --overwrite          start afresh in an output directory that holds an earlier run, deleting its
+                       checkpoints and metrics (without it, such a directory is refused)
   --stop-after N       write a checkpoint and exit after N steps of this invocation (for
                        time-limited jobs; continue later with --resume)
   --threads N          CPU threads (same as --set train.threads=N; 0 = all cores)
@@ -27,8 +31,11 @@ options:
   --help-config        list every config key with its type, default and meaning
   -h, --help           this text
 
-exit codes: 0 ok, 2 bad flag or config, 3 bad data, 4 bad checkpoint, 5 training diverged,
-6 system error (disk, memory)
+One eco_train at a time per output directory (it is locked while a run is alive).
+
+exit codes: 0 ok, 2 bad flag or config (also: output directory in use or holding another run),
+3 bad data, 4 bad checkpoint, 5 training diverged, 6 system error (disk, memory, output directory
+cannot be created), 128+N stopped by signal N (SIGINT, SIGTERM, SIGHUP) after writing a checkpoint
 )";
 }
 
@@ -40,8 +47,10 @@ CliArgs parse_cli(int argc, char** argv) {
   };
   auto int_of = [&](const std::string& s, std::string_view flag) -> int64_t {
     char* end = nullptr;
-    long long v = std::strtoll(s.c_str(), &end, 10);
-    if (s.empty() || *end != '\0' || v < 0)
+    errno = 0;
+    const long long v = std::strtoll(s.c_str(), &end, 10);
+    // ERANGE: strtoll clamps an overlong number to LLONG_MAX, which would pass as a real value.
+    if (s.empty() || *end != '\0' || v < 0 || errno == ERANGE)
       throw ConfigError("flag " + std::string(flag) + ": expected a non-negative integer, got \"" + s + "\"");
     return v;
   };
@@ -55,8 +64,17 @@ CliArgs parse_cli(int argc, char** argv) {
       args.overrides.push_back(kv);
     } else if (a == "--out") args.out_dir = value_of(i, a);
     else if (a == "--resume") args.resume = true;
+    else if (a == "--overwrite") args.overwrite = true;
     else if (a == "--stop-after") args.stop_after = int_of(value_of(i, a), a);
-    else if (a == "--threads") args.threads = static_cast<int>(int_of(value_of(i, a), a));
+    else if (a == "--threads") {
+      // Checked here against the schema's bound, before narrowing to int could turn 2^32 + 1 into 1.
+      const std::string text = value_of(i, a);
+      const int64_t n = int_of(text, a);
+      const SchemaEntry& entry = *eco_train_schema().find("train.threads");
+      if (!entry.range.contains(static_cast<double>(n)))
+        throw ConfigError("flag --threads: expected " + describe_expected(entry) + ", got " + text);
+      args.threads = static_cast<int>(n);
+    }
     else if (a == "--export-llmc") args.export_llmc = value_of(i, a);
     else if (a == "--help-config") args.help_config = true;
     else if (a == "-h" || a == "--help") args.help = true;
@@ -64,6 +82,8 @@ CliArgs parse_cli(int argc, char** argv) {
   }
   if (!args.help && !args.help_config && args.config_path.empty())
     throw ConfigError("missing --config FILE (see --help)");
+  if (args.resume && args.overwrite)
+    throw ConfigError("--resume and --overwrite contradict each other: continue the run, or discard it");
   if (!args.out_dir.empty()) args.overrides.push_back("log.dir=" + args.out_dir);
   if (args.threads >= 0) args.overrides.push_back("train.threads=" + std::to_string(args.threads));
   return args;

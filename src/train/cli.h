@@ -11,6 +11,7 @@ struct CliArgs {
   std::vector<std::string> overrides;  // "a.b=value" from --set, in order
   std::string out_dir;                 // --out, same as log.dir
   bool resume = false;
+  bool overwrite = false;              // --overwrite: discard the previous run in the run directory
   bool help = false;
   bool help_config = false;
   std::string export_llmc;             // --export-llmc PATH: write the weights in llm.c format at the end

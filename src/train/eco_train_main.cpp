@@ -2,6 +2,7 @@
 // printed once as one line and turned into its exit code.
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <new>
 
 #include "core/config.h"
@@ -13,6 +14,7 @@
 
 int main(int argc, char** argv) {
   eco::init_logging();
+  eco::install_stop_handlers();
   try {
     eco::CliArgs args = eco::parse_cli(argc, argv);
     if (args.help) {
@@ -31,6 +33,10 @@ int main(int argc, char** argv) {
   } catch (const eco::Error& e) {
     spdlog::error("{}", e.what());
     return e.exit_code();
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A file operation the code did not wrap itself: still the system's answer, with the path.
+    spdlog::error("system error: {} (path: {})", e.code().message(), e.path1().string());
+    return 6;
   } catch (const std::bad_alloc&) {
     spdlog::error("out of memory: reduce train.batch_size, train.seq_len or the model size");
     return 6;

@@ -25,7 +25,9 @@
 #include "train/checkpoint_store.h"
 #include "train/metrics.h"
 #include "train/model_setup.h"
+#include "train/memory_plan.h"
 #include "train/model_weights.h"
+#include "train/run_dir.h"
 #include "train/sampler.h"
 
 namespace eco {
@@ -35,6 +37,27 @@ constexpr const char* kCheckpointFormat = "eco_train-checkpoint-1";
 
 std::atomic<int> g_stop_signal{0};
 extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+// A meta field of a checkpoint this build wrote, or CheckpointError (the checkpoint is skipped).
+const nlohmann::json& meta_field(const LoadedCheckpoint& ck, const char* key, bool ok(const nlohmann::json&)) {
+  const auto it = ck.meta.find(key);
+  if (it == ck.meta.end() || !ok(*it))
+    throw CheckpointError((ck.dir / "manifest.json").string() + ": trainer state \"" + key + "\" is missing or malformed");
+  return *it;
+}
+
+// The first key where two config sections differ, as "model.d_model (64 in the checkpoint, 32 now)".
+std::string first_difference(const nlohmann::json& saved, const nlohmann::json& now, const std::string& section) {
+  const nlohmann::json patch = nlohmann::json::diff(saved, now);
+  if (patch.empty()) return section;
+  std::string pointer = patch[0].value("path", "");
+  std::string key = section;
+  for (char c : pointer) key += c == '/' ? '.' : c;
+  const nlohmann::json::json_pointer ptr(pointer);
+  const std::string before = saved.contains(ptr) ? saved[ptr].dump() : "absent";
+  const std::string after = now.contains(ptr) ? now[ptr].dump() : "absent";
+  return key + " (" + before + " in the checkpoint, " + after + " now)";
+}
 
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) return "?";
@@ -77,6 +100,8 @@ class TrainingRun {
   void setup();
   void print_plan() const;
   std::optional<int64_t> resume_from_checkpoint();
+  void check_run_dir() const;
+  void check_memory() const;
   double evaluate(int64_t step);
   void sample(int64_t step);
   void save_checkpoint(int64_t step);
@@ -98,6 +123,7 @@ class TrainingRun {
   std::unique_ptr<MetricsWriter> metrics_;
   std::vector<int32_t> inputs_, targets_;
   int64_t bad_steps_ = 0;       // consecutive skipped (non-finite) steps
+  std::unique_ptr<RunDirLock> lock_;
   double prior_elapsed_s_ = 0;  // training time of earlier invocations (resume)
   std::chrono::steady_clock::time_point run_start_;
   double train_seconds_ = 0;    // time in train steps of this invocation, for tokens/s and ETA
@@ -114,6 +140,7 @@ void TrainingRun::setup() {
   if (T_ > mcfg_.max_seq_len)
     throw ConfigError("train.seq_len: " + std::to_string(T_) + " exceeds model.max_seq_len (" +
                       std::to_string(mcfg_.max_seq_len) + ")");
+  check_memory();
   train_loader_ = std::make_unique<DataLoader>(cfg_.get_string("data.train"), B_, T_, /*rank=*/0, /*world=*/1, seed_,
                                                cfg_.get_bool("data.shuffle"), mcfg_.vocab_size);
   val_loader_ = std::make_unique<DataLoader>(cfg_.get_string("data.val"), B_, T_, 0, 1, seed_, /*shuffle=*/false,
@@ -158,30 +185,67 @@ void TrainingRun::print_plan() const {
                train_loader_->num_windows(), val_loader_->num_windows());
 }
 
+void TrainingRun::check_memory() const {
+  GPT::LinearQuantization q;
+  q.quantize_activations = cfg_.get_bool("optim.quantize_activations");
+  q.quantize_output_grads = cfg_.get_bool("optim.fp8_backward");
+  const MemoryPlan plan = plan_memory(mcfg_, optimizer_spec_from(cfg_), q, B_, T_);
+  const MemoryLimit limit = memory_limit();
+  check_memory_fits(plan, limit);
+  if (limit.bytes && plan.total() > limit.bytes / 10 * 8)
+    spdlog::warn("this run needs about {} of the {} that {} allows", format_bytes(static_cast<double>(plan.total())),
+                 format_bytes(static_cast<double>(limit.bytes)), limit.source);
+}
+
+void TrainingRun::check_run_dir() const {
+  const PreviousRun prev = inspect_run_dir(out_dir_);
+  if (args_.resume || prev.empty()) return;
+  if (args_.overwrite) {
+    spdlog::warn("--overwrite: discarding the previous run in {} ({})", out_dir_.string(), prev.describe());
+    return;
+  }
+  throw ConfigError("the run directory " + out_dir_.string() + " already holds a run (" + prev.describe() +
+                    "); continue it with --resume, discard it with --overwrite, or choose another --out");
+}
+
 std::optional<int64_t> TrainingRun::resume_from_checkpoint() {
-  std::optional<LoadedCheckpoint> ckpt = load_latest_checkpoint(out_dir_);
+  // Anything malformed in the trainer's part of the manifest marks the checkpoint as damaged, so
+  // the previous one is tried; a config that differs is the user's choice and stops the run.
+  const CheckpointCheck accept = [](const LoadedCheckpoint& ck) {
+    const nlohmann::json& format = meta_field(ck, "format", [](const nlohmann::json& j) { return j.is_string(); });
+    if (format != kCheckpointFormat) throw CheckpointError(ck.dir.string() + ": unknown checkpoint format " + format.dump());
+    const nlohmann::json& config = meta_field(ck, "config", [](const nlohmann::json& j) { return j.is_object(); });
+    for (const char* section : {"model", "optim", "train"})
+      if (!config.contains(section) || !config[section].is_object())
+        throw CheckpointError(ck.dir.string() + ": the stored config has no \"" + section + "\" section");
+    meta_field(ck, "bad_steps", [](const nlohmann::json& j) { return j.is_number_unsigned(); });
+    meta_field(ck, "elapsed_s", [](const nlohmann::json& j) { return j.is_number() && j.get<double>() >= 0; });
+    LoaderState::from_json(meta_field(ck, "train_loader", [](const nlohmann::json& j) { return j.is_object(); }));
+  };
+  std::optional<LoadedCheckpoint> ckpt = load_latest_checkpoint(out_dir_, accept);
   if (!ckpt) {
     spdlog::warn("--resume: no checkpoint in {}; starting from scratch", out_dir_.string());
     return std::nullopt;
   }
   const nlohmann::json& meta = ckpt->meta;
-  if (meta.value("format", "") != kCheckpointFormat)
-    throw CheckpointError(ckpt->dir.string() + ": unknown checkpoint format \"" + meta.value("format", "") + "\"");
-  // The model and data order must match for the continuation to be the same run.
+  const nlohmann::json& saved = meta["config"];
+  // The model and optimizer must match for the continuation to be the same run.
   for (const char* section : {"model", "optim"}) {
-    if (meta["config"][section] != cfg_.resolved()[section])
-      throw CheckpointError(ckpt->dir.string() + ": the checkpoint's \"" + section +
-                            "\" config differs from this run's; resume with the run's own config.json");
+    if (saved[section] != cfg_.resolved()[section])
+      throw ConfigError(ckpt->dir.string() + ": this run's config differs from the checkpoint's in " +
+                        first_difference(saved[section], cfg_.resolved()[section], section) +
+                        "; resume with the run's own config (" + (out_dir_ / "config.json").string() + ")");
   }
   for (const char* key : {"batch_size", "seq_len", "grad_accum", "seed"}) {
-    if (meta["config"]["train"][key] != cfg_.resolved()["train"][key])
+    const nlohmann::json before = saved["train"].contains(key) ? saved["train"][key] : nlohmann::json();
+    if (before != cfg_.resolved()["train"][key])
       spdlog::warn("resume: train.{} changed from {} to {}; the continuation will not match the original run", key,
-                   meta["config"]["train"][key].dump(), cfg_.resolved()["train"][key].dump());
+                   before.dump(), cfg_.resolved()["train"][key].dump());
   }
   weights_->load(*ckpt);
   train_loader_->restore(LoaderState::from_json(meta["train_loader"]));
-  bad_steps_ = meta.value("bad_steps", 0);
-  prior_elapsed_s_ = meta.value("elapsed_s", 0.0);
+  bad_steps_ = meta["bad_steps"].get<int64_t>();
+  prior_elapsed_s_ = meta["elapsed_s"].get<double>();
   spdlog::info("resumed from {} (step {})", ckpt->dir.string(), ckpt->step);
   return ckpt->step;
 }
@@ -233,8 +297,16 @@ void TrainingRun::save_checkpoint(int64_t step) {
               {"elapsed_s", elapsed},
               {"config", cfg_.resolved()}});
   std::filesystem::path dir = w.commit();
-  prune_checkpoints(out_dir_, static_cast<int>(cfg_.get_int("train.keep_checkpoints")));
-  spdlog::info("step {:>6} | checkpoint {}", step, dir.string());
+  // During a non-finite streak the newest checkpoint written before it is kept as well, so a run
+  // that goes on to diverge never prunes the state it could be restarted from.
+  prune_checkpoints(out_dir_, static_cast<int>(cfg_.get_int("train.keep_checkpoints")), [](const nlohmann::json& meta) {
+    const auto it = meta.find("bad_steps");
+    return it != meta.end() && it->is_number_integer() && it->get<int64_t>() == 0;
+  });
+  if (bad_steps_ > 0)
+    spdlog::warn("step {:>6} | checkpoint {} written during {} non-finite step(s); the last checkpoint before them is kept",
+                 step, dir.string(), bad_steps_);
+  else spdlog::info("step {:>6} | checkpoint {}", step, dir.string());
 }
 
 void TrainingRun::log_step(int64_t step, float loss, double lr, double norm, double step_seconds) {
@@ -250,29 +322,38 @@ void TrainingRun::log_step(int64_t step, float loss, double lr, double norm, dou
 }
 
 int TrainingRun::execute() {
+  // Nothing in the run directory changes until the config is validated, the memory fits and, on
+  // --resume, a checkpoint is accepted (run_dir.h has the rules).
+  lock_ = std::make_unique<RunDirLock>(out_dir_);
+  check_run_dir();
   setup();
-  std::filesystem::create_directories(out_dir_);
-  atomic_write_file(out_dir_ / "config.json", cfg_.dump() + "\n");
   print_plan();
 
   std::optional<int64_t> resumed_at;
   if (args_.resume) resumed_at = resume_from_checkpoint();
+  if (args_.overwrite) discard_previous_run(out_dir_);
+  atomic_write_file(out_dir_ / "config.json", cfg_.dump() + "\n");
   const int64_t start_step = resumed_at.value_or(0);
   // Starting from scratch (even under --resume) drops every record of an earlier attempt.
   metrics_ = std::make_unique<MetricsWriter>(out_dir_, resumed_at.value_or(-1));
   run_start_ = std::chrono::steady_clock::now();
-  std::signal(SIGINT, on_stop_signal);
-  std::signal(SIGTERM, on_stop_signal);
 
   const int64_t eval_every = cfg_.get_int("train.eval_every");
   const int64_t ckpt_every = cfg_.get_int("train.checkpoint_every");
   const int64_t max_bad = cfg_.get_int("train.max_bad_steps");
   const size_t n = model_->num_params();
   const double clip = cfg_.get_float("optim.grad_clip");
-  if (start_step == 0) {
+  if (!resumed_at) {
     metrics_->write({{"step", 0}, {"memory", weights_->memory(B_, T_).to_json()}});
     evaluate(0);
     sample(0);
+  }
+  if (const int sig = g_stop_signal.load(); sig != 0 && start_step < steps_) {
+    // Stopped before the first step: the initial state is a checkpoint too, so --resume continues
+    // exactly as an uninterrupted run would.
+    if (!resumed_at) save_checkpoint(0);
+    spdlog::warn("stopping before step {} (signal received); continue with --resume", start_step + 1);
+    return 128 + sig;
   }
 
   for (int64_t step = start_step + 1; step <= steps_; ++step) {
@@ -329,7 +410,16 @@ int TrainingRun::execute() {
 
 }  // namespace
 
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND | SA_RESTART;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
+}
+
 int run_training(const Config& cfg, const CliArgs& args) {
+  install_stop_handlers();
   TrainingRun run(cfg, args);
   return run.execute();
 }

@@ -8,6 +8,14 @@
 
 namespace eco {
 
+// SIGINT, SIGTERM and SIGHUP (a closed terminal or ssh session) ask for a checkpoint and a clean
+// exit (128 + N) at the end of the current step, or right after setup when no step has run yet.
+// run_training installs them; the CLI installs them first thing, so a signal that arrives while
+// the config is read or the model is built is honoured too. SA_RESETHAND: a second signal of the
+// same kind kills at once, as users expect from a second Ctrl-C; checkpoints are written
+// atomically, so that loses nothing either.
+void install_stop_handlers();
+
 // Runs (or resumes) the training described by `cfg`. Throws eco::Error subclasses on bad input.
 int run_training(const Config& cfg, const CliArgs& args);  // returns the exit code
 

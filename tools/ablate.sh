@@ -4,10 +4,10 @@
 #   tools/ablate.sh CONFIG [--out DIR] [--modes "master naive sr eco eco_sr"] [--build DIR] [--resume]
 #                   [eco_train args...]
 # --resume continues an interrupted ablation: finished modes are kept, the others resume from their
-# newest checkpoint (or start if they have none).
+# newest checkpoint (or start if they have none). Without --resume, earlier runs in OUT are replaced.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-[[ $# -ge 1 && $1 != -* ]] || { sed -n '2,7p' "$0"; exit 2; }
+[[ $# -ge 1 && $1 != -* ]] || { sed -n '2,8p' "$0"; exit 2; }
 config=$1; shift
 name=$(basename "$config" .json)
 out="runs/ablate/$name"
@@ -15,7 +15,7 @@ modes="fp32 bf16 bf16_sr master master_sr naive sr eco eco_sr"
 build=${ECO_BUILD:-$root/build}
 extra=()
 resume=0
-resume_flag=()
+resume_flag=(--overwrite)  # a fresh ablation replaces an earlier one in the same OUT
 while [[ $# -gt 0 ]]; do
   case $1 in
     --out) out=$2; shift 2 ;;

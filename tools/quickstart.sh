@@ -8,4 +8,7 @@ cd "$root"
 tools/setup_deps.sh
 tools/build.sh
 ECO_PREPARE="$root/build/eco_prepare" tools/fetch_data.sh --tiny-only
-exec build/eco_train --config configs/tiny_cpu.json --out runs/tiny_cpu "$@"
+# A rerun starts the demo afresh (--overwrite) unless asked to continue it (--resume).
+fresh=(--overwrite)
+for a in "$@"; do [[ $a == --resume ]] && fresh=(); done
+exec build/eco_train --config configs/tiny_cpu.json --out runs/tiny_cpu "${fresh[@]}" "$@"

@@ -188,6 +188,10 @@ TEST_CASE("a diverging run keeps its last checkpoint from before the non-finite 
   CHECK(run_command(cmd(r), r.dir / "log.txt") == 5);
   // Step 1 was finite (its update blew the weights up); steps 2-4 were skipped and checkpointed.
   CHECK(checkpoints_in(r.dir / "run") == std::vector<std::string>{"ckpt_00000001", "ckpt_00000004"});
+  // Adam's t counts updates: after step 4 only step 1's update was applied.
+  const auto meta = nlohmann::json::parse(read_text(r.dir / "run/ckpt_00000004/manifest.json"))["meta"];
+  CHECK(meta["bad_steps"] == 3);
+  CHECK(meta["updates"] == 1);
 }
 
 TEST_CASE("a run that cannot fit in memory is refused before it allocates (exit 6)", "[rundir][memory]") {

@@ -79,19 +79,24 @@ size_t QuantTensor::quantize_rows_from(size_t row_begin, size_t row_end, const f
   const size_t cols = layout_.cols;
   const size_t n_rows = row_end - row_begin;
   const size_t n = n_rows * cols;
+  if (n == 0) return 0;
 
-  // Pass 1: scales into a copy, so a tensor with NaN/Inf input is left untouched.
+  // Pass 1: scales into scratch, so a tensor with NaN/Inf input is left untouched. Only the scales
+  // of these rows are written and copied back: a tensor updated panel by panel costs O(rows) in
+  // scales, not O(rows²).
   size_t non_finite;
-  std::vector<float> new_scales;
   if (format_is_scaled(format_)) {
-    new_scales = scales_;
-    non_finite = compute_scales(layout_, x_rows, row_begin, row_end, format_max(format_), pow2_scales_,
-                                new_scales.data());
+    thread_local std::vector<float> scratch;
+    if (scratch.size() < scales_.size()) scratch.resize(scales_.size());
+    non_finite = compute_scales(layout_, x_rows, row_begin, row_end, format_max(format_), pow2_scales_, scratch.data());
+    if (non_finite > 0) return non_finite;
+    const size_t first = layout_.index(row_begin, 0), last = layout_.index(row_end - 1, cols - 1) + 1;
+    std::copy(scratch.begin() + static_cast<std::ptrdiff_t>(first), scratch.begin() + static_cast<std::ptrdiff_t>(last),
+              scales_.begin() + static_cast<std::ptrdiff_t>(first));
   } else {
     non_finite = count_non_finite(x_rows, n);
+    if (non_finite > 0) return non_finite;
   }
-  if (non_finite > 0) return non_finite;
-  scales_.swap(new_scales);
 
   // Pass 2: codes, one task per row; every element's result depends only on its own value,
   // its scale and its flat index, so the thread count cannot change a bit.

@@ -123,6 +123,7 @@ class TrainingRun {
   std::unique_ptr<MetricsWriter> metrics_;
   std::vector<int32_t> inputs_, targets_;
   int64_t bad_steps_ = 0;       // consecutive skipped (non-finite) steps
+  int64_t updates_ = 0;         // optimizer updates applied: Adam's t (skipped steps do not count)
   std::unique_ptr<RunDirLock> lock_;
   double prior_elapsed_s_ = 0;  // training time of earlier invocations (resume)
   std::chrono::steady_clock::time_point run_start_;
@@ -219,6 +220,7 @@ std::optional<int64_t> TrainingRun::resume_from_checkpoint() {
       if (!config.contains(section) || !config[section].is_object())
         throw CheckpointError(ck.dir.string() + ": the stored config has no \"" + section + "\" section");
     meta_field(ck, "bad_steps", [](const nlohmann::json& j) { return j.is_number_unsigned(); });
+    if (ck.meta.contains("updates")) meta_field(ck, "updates", [](const nlohmann::json& j) { return j.is_number_unsigned(); });
     meta_field(ck, "elapsed_s", [](const nlohmann::json& j) { return j.is_number() && j.get<double>() >= 0; });
     LoaderState::from_json(meta_field(ck, "train_loader", [](const nlohmann::json& j) { return j.is_object(); }));
   };
@@ -245,6 +247,8 @@ std::optional<int64_t> TrainingRun::resume_from_checkpoint() {
   weights_->load(*ckpt);
   train_loader_->restore(LoaderState::from_json(meta["train_loader"]));
   bad_steps_ = meta["bad_steps"].get<int64_t>();
+  // Checkpoints of builds before the count was stored counted every step as an update.
+  updates_ = meta.contains("updates") ? meta["updates"].get<int64_t>() : ckpt->step;
   prior_elapsed_s_ = meta["elapsed_s"].get<double>();
   spdlog::info("resumed from {} (step {})", ckpt->dir.string(), ckpt->step);
   return ckpt->step;
@@ -294,6 +298,7 @@ void TrainingRun::save_checkpoint(int64_t step) {
               {"step", step},
               {"train_loader", train_loader_->state().to_json()},
               {"bad_steps", bad_steps_},
+              {"updates", updates_},
               {"elapsed_s", elapsed},
               {"config", cfg_.resolved()}});
   std::filesystem::path dir = w.commit();
@@ -380,7 +385,7 @@ int TrainingRun::execute() {
     } else {
       bad_steps_ = 0;
       clip_grads(model_->grads(), n, norm, clip);
-      weights_->step(static_cast<float>(lr), step);
+      weights_->step(static_cast<float>(lr), ++updates_);
     }
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     train_seconds_ += dt;

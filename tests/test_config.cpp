@@ -1,8 +1,14 @@
 // Config loading and validation: defaults, every class of error (exit code 2, one line, full key
 // path), did-you-mean, --set overrides, rules across keys, round trips, and docs/config.md.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <string>
 
 #include <catch2/catch.hpp>
@@ -11,6 +17,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "test_util.h"
+#include "train/cli.h"
 #include "train/config_schema.h"
 
 using nlohmann::json;
@@ -50,6 +57,17 @@ std::string config_error(const std::function<void()>& f) {
   return "";
 }
 
+// The message of any ConfigError `f` throws (flag errors have no "config error: " prefix).
+std::string config_error_any(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const eco::ConfigError& e) {
+    return e.what();
+  }
+  FAIL("no ConfigError thrown");
+  return "";
+}
+
 std::string resolve_error(const json& j, const std::vector<std::string>& overrides = {}) {
   return config_error([&] { resolve(j, overrides); });
 }
@@ -76,7 +94,7 @@ TEST_CASE("defaults resolve to the documented values") {
               "warmup_init_ratio": 0.01, "final_lr_ratio": 0.1, "weight_format": "e4m3", "scaling": "row",
               "pow2_scales": false, "state_format": "fp32", "fp8_backward": false, "quantize_activations": true},
     "train": {"steps": 1000, "batch_size": 8, "seq_len": 128, "grad_accum": 1, "eval_every": 100, "eval_batches": 8,
-              "sample_tokens": 64, "seed": 1337, "checkpoint_every": 0, "keep_checkpoints": 2, "threads": 0,
+              "sample_tokens": 64, "seed": 1337, "checkpoint_every": 0, "keep_checkpoints": 2, "device": "cpu", "threads": 0,
               "max_bad_steps": 5},
     "log": {"dir": "runs/default", "every": 1}
   })");
@@ -115,11 +133,11 @@ TEST_CASE("out-of-range and wrong-type values name the key and what was expected
 
   j = s.base();
   j["train"]["steps"] = "ten";
-  CHECK(resolve_error(j) == "config error: train.steps: expected an integer >= 1, got \"ten\"");
+  CHECK(resolve_error(j) == "config error: train.steps: expected an integer in [1, 1000000000000], got \"ten\"");
 
   j = s.base();
   j["train"]["steps"] = 2.5;
-  CHECK(resolve_error(j) == "config error: train.steps: expected an integer >= 1, got 2.5");
+  CHECK(resolve_error(j) == "config error: train.steps: expected an integer in [1, 1000000000000], got 2.5");
 
   j = s.base();
   j["data"]["shuffle"] = "yes";
@@ -152,11 +170,11 @@ TEST_CASE("range bounds are inclusive or exclusive as documented") {
   bad("model.vocab_size=1048577", "config error: model.vocab_size: expected an integer in [2, 1048576], got 1048577");
   bad("model.vocab_size=1", "config error: model.vocab_size: expected an integer in [2, 1048576], got 1");
   ok("optim.warmup_steps=-1");
-  bad("optim.warmup_steps=-2", "config error: optim.warmup_steps: expected an integer >= -1, got -2");
+  bad("optim.warmup_steps=-2", "config error: optim.warmup_steps: expected an integer in [-1, 1000000000000], got -2");
   ok("optim.weight_decay=0");
   bad("optim.eps=0", "config error: optim.eps: expected a number > 0, got 0");
   ok("train.eval_every=0");
-  bad("train.keep_checkpoints=0", "config error: train.keep_checkpoints: expected an integer >= 1, got 0");
+  bad("train.keep_checkpoints=0", "config error: train.keep_checkpoints: expected an integer in [1, 2147483647], got 0");
 }
 
 TEST_CASE("an integral float is accepted for an int key") {
@@ -260,7 +278,7 @@ TEST_CASE("--set overrides parse ints, floats, bools and strings, in order, over
 
 TEST_CASE("--set with a wrong type, an unknown key or bad syntax is a config error") {
   Shards s;
-  CHECK(resolve_error(s.base(), {"train.steps=abc"}) == "config error: train.steps: expected an integer >= 1, got \"abc\"");
+  CHECK(resolve_error(s.base(), {"train.steps=abc"}) == "config error: train.steps: expected an integer in [1, 1000000000000], got \"abc\"");
   CHECK(resolve_error(s.base(), {"data.shuffle=1"}) == "config error: data.shuffle: expected true or false, got 1");
   CHECK(resolve_error(s.base(), {"optim.lr=fast"}) == "config error: optim.lr: expected a number > 0, got \"fast\"");
   CHECK(resolve_error(s.base(), {"optim.lrr=1"}) ==
@@ -294,7 +312,7 @@ TEST_CASE("config files: missing, unreadable, invalid JSON, comments") {
   const auto& schema = eco::eco_train_schema();
   std::string msg = config_error([&] { Config::load("/nonexistent/dir/cfg.json", {}, schema); });
   CHECK(msg.find("/nonexistent/dir/cfg.json") != std::string::npos);
-  CHECK(msg.find("No such file") != std::string::npos);
+  CHECK(msg.find("no such file") != std::string::npos);
 
   msg = config_error([&] { Config::load(s.dir.string(), {}, schema); });
   CHECK(msg.find("is a directory") != std::string::npos);
@@ -358,7 +376,7 @@ TEST_CASE("help text and markdown list every key") {
 }
 
 // docs/config.md is generated from the schema; this fails when it is stale.
-// Regenerate with: ECO_UPDATE_DOCS=1 ./test_config "[docs]"
+// Regenerate with: ECO_UPDATE_DOCS=1 build/tests/test_config "[docs]"
 TEST_CASE("docs/config.md matches the schema", "[docs]") {
   const auto path = eco_test::source_dir() / "docs" / "config.md";
   const std::string want = eco::eco_train_config_markdown();
@@ -367,7 +385,7 @@ TEST_CASE("docs/config.md matches the schema", "[docs]") {
   }
   std::ifstream in(path);
   const std::string have((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  INFO("docs/config.md is stale: run ECO_UPDATE_DOCS=1 test_config \"[docs]\" from the build directory");
+  INFO("docs/config.md is stale: run ECO_UPDATE_DOCS=1 build/tests/test_config \"[docs]\"");
   CHECK(have == want);
 }
 
@@ -386,4 +404,154 @@ TEST_CASE("every config shipped in configs/ resolves against the schema") {
     ++checked;
   }
   CHECK(checked >= 9);  // tiny_cpu, ablation_tiny, ablation_small, gpt2_124m, gpt_30m … gpt_800m
+}
+
+// --- integers that would be narrowed or overflow in the code (hardening) ---
+
+// Every key the code reads as an int (Config::get_int32), from `grep -rn 'get_int' src`:
+// src/train/model_setup.cpp and src/train/trainer.cpp.
+const std::set<std::string> kIntReadKeys = {
+    "model.vocab_size", "model.padded_vocab", "model.n_layer", "model.n_head", "model.d_model",
+    "model.max_seq_len", "model.mlp_hidden", "train.batch_size", "train.seq_len", "train.grad_accum",
+    "train.threads", "train.eval_batches", "train.sample_tokens", "train.keep_checkpoints"};
+
+TEST_CASE("every int key has a finite upper bound; keys read as int fit in an int", "[config][bounds]") {
+  const auto& schema = eco::eco_train_schema();
+  for (const std::string& k : kIntReadKeys) {
+    INFO(k);
+    REQUIRE(schema.find(k) != nullptr);
+    CHECK(schema.find(k)->type == eco::ValueType::Int);
+  }
+  for (const eco::SchemaEntry& e : schema.entries) {
+    if (e.type != eco::ValueType::Int) continue;
+    INFO(e.key);
+    REQUIRE(e.range.hi.has_value());
+    REQUIRE(e.range.lo.has_value());
+    CHECK(std::isfinite(*e.range.hi));
+    // Within the integers a double holds exactly, so the bound check itself cannot round.
+    CHECK(*e.range.hi <= 0x1p53);
+    if (kIntReadKeys.count(e.key)) {
+      CHECK(*e.range.hi <= INT32_MAX);
+      CHECK(*e.range.lo >= INT32_MIN);
+    }
+  }
+}
+
+TEST_CASE("values past an int key's bound are refused with the key named", "[config][bounds]") {
+  Shards s;
+  // 2^32 + 1 narrowed to int was 1: a run with batch 1 while config.json recorded the huge value.
+  CHECK(resolve_error(s.base(), {"train.batch_size=4294967297"}) ==
+        "config error: train.batch_size: expected an integer in [1, 2147483647], got 4294967297");
+  CHECK(resolve_error(s.base(), {"train.grad_accum=9223372036854775807"}).find("config error: train.grad_accum: ") == 0);
+  CHECK(resolve_error(s.base(), {"train.threads=1025"}) ==
+        "config error: train.threads: expected an integer in [0, 1024], got 1025");
+  CHECK_NOTHROW(resolve(s.base(), {"train.threads=1024"}));
+  for (const eco::SchemaEntry& e : eco::eco_train_schema().entries) {
+    if (e.type != eco::ValueType::Int) continue;
+    INFO(e.key);
+    const auto above = static_cast<int64_t>(*e.range.hi) + 1;
+    for (const std::string& v : {std::to_string(above), std::string("4294967297"), std::string("9223372036854775807"),
+                                 std::string("18446744073709551615"), std::string("1e300"), std::string("-1e300")}) {
+      if (v == "4294967297" && *e.range.hi >= 4294967297.0) continue;
+      CHECK(resolve_error(s.base(), {e.key + "=" + v}).find("config error: " + e.key + ": expected an integer") == 0);
+    }
+  }
+}
+
+TEST_CASE("tokens per micro-batch and per step are bounded across keys", "[config][bounds]") {
+  Shards s;
+  // 2^21 * 1024 = 2^31 tokens: the model counts a micro-batch's tokens in an int.
+  CHECK(resolve_error(s.base(), {"train.batch_size=2097152", "train.seq_len=1024"})
+            .find("config error: train.batch_size: batch_size * seq_len = 2147483648 tokens per micro-batch") == 0);
+  CHECK_NOTHROW(resolve(s.base(), {"train.batch_size=2097151", "train.seq_len=1024"}));
+  // 2^30 tokens per micro-batch * 1024 micro-batches = 2^40: the largest step allowed.
+  CHECK_NOTHROW(resolve(s.base(), {"train.batch_size=1048576", "train.seq_len=1024", "train.grad_accum=1024"}));
+  CHECK(resolve_error(s.base(), {"train.batch_size=1048576", "train.seq_len=1024", "train.grad_accum=1025"})
+            .find("config error: train.grad_accum: batch_size * seq_len * grad_accum = 1100585369600 tokens per step "
+                  "exceeds 2^40") == 0);
+  // Products beyond 64 bits are caught, not wrapped into something small.
+  CHECK(resolve_error(s.base(), {"train.batch_size=2147483647", "train.seq_len=1", "train.grad_accum=2147483647"})
+            .find("config error: train.grad_accum: ") == 0);
+}
+
+TEST_CASE("get_int32 returns ints and refuses values a missing bound let through", "[config][bounds]") {
+  eco::Schema schema;
+  schema.sections = {{"a", "section a"}};
+  schema.entries = {eco::int_key("a.n", 0, eco::Range::any(), "unbounded on purpose")};
+  CHECK(Config::from_json(json::object(), {"a.n=-7"}, schema).get_int32("a.n") == -7);
+  CHECK(Config::from_json(json::object(), {"a.n=2147483647"}, schema).get_int32("a.n") == INT32_MAX);
+  CHECK_THROWS_AS(Config::from_json(json::object(), {"a.n=2147483648"}, schema).get_int32("a.n"), std::logic_error);
+  CHECK_THROWS_AS(Config::from_json(json::object(), {"a.n=-4294967297"}, schema).get_int32("a.n"), std::logic_error);
+}
+
+TEST_CASE("--threads is checked against train.threads' bound before it is narrowed", "[config][bounds]") {
+  auto parse = [](std::vector<std::string> args) {
+    args.insert(args.begin(), "eco_train");
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    return eco::parse_cli(static_cast<int>(argv.size()), argv.data());
+  };
+  CHECK(parse({"--config", "x.json", "--threads", "8"}).threads == 8);
+  CHECK(config_error_any([&] { parse({"--config", "x.json", "--threads", "4294967297"}); }) ==
+        "flag --threads: expected an integer in [0, 1024], got 4294967297");
+  CHECK(config_error_any([&] { parse({"--config", "x.json", "--threads", "99999999999999999999999"}); })
+            .find("flag --threads: expected a non-negative integer") == 0);
+  CHECK(config_error_any([&] { parse({"--config", "x.json", "--stop-after", "99999999999999999999999"}); })
+            .find("flag --stop-after: expected a non-negative integer") == 0);
+}
+
+// --- JSON the library would fail on: overflow, deep nesting, FIFOs, invalid UTF-8 ---
+
+TEST_CASE("a number beyond a double in the config file is a config error naming the file", "[config][json]") {
+  const std::string f = write_file("huge_number.json", "{\"optim\": {\"lr\": 1e400}}");
+  const std::string msg = config_error([&] { Config::load(f, {}, eco::eco_train_schema()); });
+  CHECK(msg.find("config error: " + f + ": not valid JSON: ") == 0);
+  CHECK(msg.find("1e400") != std::string::npos);
+}
+
+TEST_CASE("deeply nested JSON in a file or a --set value is refused without recursion", "[config][json]") {
+  Shards s;
+  const std::string deep(100000, '[');
+  const std::string f = write_file("deep.json", "{\"train\": {\"steps\": " + deep + "}}");
+  CHECK(config_error([&] { Config::load(f, {}, eco::eco_train_schema()); })
+            .find("config error: " + f + ": not valid JSON: nested more than 64 levels deep") == 0);
+  // Closed and unclosed, the value is kept as text and shown cut short.
+  const std::string closed = deep + std::string(100000, ']');
+  for (const std::string& v : {deep, closed}) {
+    const std::string msg = resolve_error(s.base(), {"train.steps=" + v});
+    CHECK(msg.find("config error: train.steps: expected an integer in [1, 1000000000000], got \"[[[[") == 0);
+    CHECK(msg.size() < 200);
+  }
+  // Deep but within the limit: a wrong type, shown cut short.
+  CHECK(resolve_error(s.base(), {"train.steps=" + std::string(40, '[') + std::string(40, ']')})
+            .find("config error: train.steps: expected an integer") == 0);
+  // A number beyond a double in --set is text too, refused by type.
+  CHECK(resolve_error(s.base(), {"optim.lr=1e400"}) == "config error: optim.lr: expected a number > 0, got \"1e400\"");
+}
+
+TEST_CASE("a FIFO given as the config file is refused at once", "[config][json]") {
+  const auto dir = eco_test::scratch_dir("config_fifo");
+  const std::string fifo = (dir / "cfg.json").string();
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  ::alarm(20);  // the old reader blocked forever waiting for a writer: let SIGALRM fail the test instead
+  const std::string msg = config_error([&] { Config::load(fifo, {}, eco::eco_train_schema()); });
+  ::alarm(0);
+  CHECK(msg == "config error: cannot read config file \"" + fifo + "\": not a regular file");
+}
+
+TEST_CASE("invalid UTF-8 in --set values and odd keys give one-line config errors", "[config][json]") {
+  Shards s;
+  // An enum and an int key shown with invalid UTF-8 (the message used to throw while printing it).
+  CHECK(resolve_error(s.base(), {"model.arch=\xff\xfe"}).find("config error: model.arch: expected one of") == 0);
+  CHECK(resolve_error(s.base(), {"train.steps=\xc3"}).find("config error: train.steps: expected an integer") == 0);
+  // A path key would pass and then break writing config.json: refused up front.
+  CHECK(resolve_error(s.base(), {"log.dir=runs/\xff"}).find("config error: log.dir: expected valid UTF-8 text") == 0);
+  // Keys with control characters or megabytes long stay one short line.
+  json j = s.base();
+  j["train"]["st\neps"] = 1;
+  CHECK(resolve_error(j) == "config error: unknown key \"train.st\\x0aeps\" (did you mean \"train.steps\"?)");
+  j = s.base();
+  j["train"][std::string(4 << 20, 'k')] = 1;
+  CHECK(resolve_error(j).size() < 300);
+  CHECK(resolve_error(s.base(), {"train.ste\nps=3"}).find("config error: --set train.ste\\x0aps=3: unknown key") == 0);
 }

@@ -1,7 +1,11 @@
 // The eco_prepare CLI: document order, separators, sharding, and exit codes. Uses the byte
 // tokenizer so every expected token is known without a reference tokenizer; GPT-2 input checks run
-// when the tokenizer files are installed.
+// when the tokenizer files are installed. Symlink cycles, FIFOs, devices and unwritable outputs end
+// promptly with the documented exit code.
 #include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -20,8 +24,10 @@ namespace {
 
 fs::path prepare_bin() { return fs::path(ECO_BINARY_DIR) / "eco_prepare"; }
 
+// The exit code; a run that hangs is killed after 60 s and reads as 137.
 int run(const std::string& args, const fs::path& log) {
-  const int rc = std::system((prepare_bin().string() + " " + args + " > " + log.string() + " 2>&1").c_str());
+  const int rc =
+      std::system(("timeout -s KILL 60 " + prepare_bin().string() + " " + args + " > " + log.string() + " 2>&1").c_str());
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
 }
 
@@ -44,6 +50,10 @@ std::vector<uint16_t> byte_tokens(const std::vector<std::string>& docs) {
   }
   return out;
 }
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+std::string byte_out(const fs::path& prefix) { return "--tokenizer byte --out " + prefix.string() + " "; }
 
 }  // namespace
 
@@ -115,4 +125,115 @@ TEST_CASE("eco_prepare: bad flags exit 2, bad input exits 3 naming it", "[data][
                 " " + (dir / "ok.txt").string(),
             log) == 0);
   CHECK(eco::read_shard(dir / "g.bin") == std::vector<uint16_t>{50256, 38125});
+}
+
+TEST_CASE("eco_prepare reads each file once through symlink cycles, hard links and repeated inputs",
+          "[data][prepare]") {
+  if (!fs::exists(prepare_bin())) eco_test::skip("eco_prepare is not built in " + prepare_bin().parent_path().string());
+  const fs::path dir = eco_test::scratch_dir("eco_prepare_links");
+  const fs::path log = dir / "log.txt";
+  write_text(dir / "in/a.txt", "A");
+  write_text(dir / "in/sub/b.txt", "B");
+  write_text(dir / "outside/e.txt", "E");
+  fs::create_directory_symlink("..", dir / "in/sub/up");         // cycle back to the root
+  fs::create_directory_symlink(".", dir / "in/sub/self");        // cycle onto itself
+  fs::create_directory_symlink("sub", dir / "in/alink");         // a second path to sub/
+  fs::create_directory_symlink("../outside", dir / "in/zext");   // a tree outside: followed once
+  fs::create_hard_link(dir / "in/a.txt", dir / "in/hard.txt");   // the same file under two names
+  fs::create_symlink("a.txt", dir / "in/soft.txt");              // and under a third
+
+  // The inputs also name the tree twice and two of its files again.
+  REQUIRE(run(byte_out(dir / "out/x") + (dir / "in").string() + " " + (dir / "in/a.txt").string() + " " +
+                  (dir / "outside").string() + " " + (dir / "in").string(),
+              log) == 0);
+  const std::string text = read_text(log);
+  INFO(text);
+  CHECK(contains(text, "3 documents"));
+  CHECK(contains(text, "already read"));
+  CHECK(eco::read_shard(dir / "out/x.bin") == byte_tokens({"A", "B", "E"}));
+
+  // A directory reached both by a symlink and by its real path is read under the real one: here
+  // the link sorts first (a_link/x.txt < b.txt), the real path last (b.txt < c/x.txt).
+  write_text(dir / "in2/b.txt", "b");
+  write_text(dir / "in2/c/x.txt", "x");
+  fs::create_directory_symlink("c", dir / "in2/a_link");
+  REQUIRE(run(byte_out(dir / "out/y") + (dir / "in2").string(), log) == 0);
+  CHECK(eco::read_shard(dir / "out/y.bin") == byte_tokens({"b", "x"}));
+}
+
+TEST_CASE("eco_prepare: FIFOs, devices and dangling links are skipped in trees and refused as inputs, never waited on",
+          "[data][prepare]") {
+  if (!fs::exists(prepare_bin())) eco_test::skip("eco_prepare is not built in " + prepare_bin().parent_path().string());
+  const fs::path dir = eco_test::scratch_dir("eco_prepare_fifo");
+  const fs::path log = dir / "log.txt";
+  write_text(dir / "in/ok.txt", "ok");
+  REQUIRE(::mkfifo((dir / "in/pipe.txt").c_str(), 0600) == 0);
+  fs::create_symlink("/dev/zero", dir / "in/zero.txt");
+  fs::create_symlink("missing", dir / "in/dangling.txt");
+
+  REQUIRE(run(byte_out(dir / "out/x") + (dir / "in").string(), log) == 0);
+  const std::string text = read_text(log);
+  INFO(text);
+  CHECK(contains(text, "skipping " + (dir / "in/pipe.txt").string() + ": not a regular file"));
+  CHECK(contains(text, "skipping " + (dir / "in/zero.txt").string() + ": not a regular file"));
+  CHECK(contains(text, "skipping " + (dir / "in/dangling.txt").string() + ": a dangling symlink"));
+  CHECK(eco::read_shard(dir / "out/x.bin") == byte_tokens({"ok"}));
+
+  for (const fs::path& input : {dir / "in/pipe.txt", fs::path("/dev/null"), dir / "in/zero.txt"}) {
+    CHECK(run(byte_out(dir / "out/y") + input.string(), log) == 3);
+    CHECK(contains(read_text(log), input.string() + " is not a regular file"));
+  }
+  CHECK(run(byte_out(dir / "out/y") + (dir / "in/dangling.txt").string(), log) == 3);
+  CHECK(contains(read_text(log), "dangling.txt is a symlink to a missing file"));
+  // The GPT-2 tokenizer files are read the same careful way.
+  fs::create_directories(dir / "tok");
+  REQUIRE(::mkfifo((dir / "tok/encoder.json").c_str(), 0600) == 0);
+  write_text(dir / "tok/vocab.bpe", "#version: 0.2\n");
+  CHECK(run("--tokenizer gpt2 --tokenizer-dir " + (dir / "tok").string() + " --out " + (dir / "out/g").string() + " " +
+                (dir / "in/ok.txt").string(),
+            log) == 3);
+  CHECK(contains(read_text(log), "encoder.json: not a regular file"));
+}
+
+TEST_CASE("eco_prepare: an output it cannot write exits 6 before reading input; a PREFIX without a name exits 2",
+          "[data][prepare]") {
+  if (!fs::exists(prepare_bin())) eco_test::skip("eco_prepare is not built in " + prepare_bin().parent_path().string());
+  const fs::path dir = eco_test::scratch_dir("eco_prepare_out");
+  const fs::path log = dir / "log.txt";
+  write_text(dir / "ok.txt", "fine");
+  const std::string input = " " + (dir / "ok.txt").string();
+
+  CHECK(run("--tokenizer byte --out /proc/x/y" + input, log) == 6);
+  CHECK(contains(read_text(log), "cannot create the output directory /proc/x"));
+  CHECK(run("--tokenizer byte --out " + (dir / "ok.txt/train").string() + input, log) == 6);
+  CHECK(contains(read_text(log), "ok.txt: it is a file, not a directory"));
+  // Checked before the input: a missing input with a bad output is still the output's exit 6.
+  CHECK(run("--tokenizer byte --out /proc/x/y " + (dir / "missing.txt").string(), log) == 6);
+  CHECK(run("--tokenizer byte --out " + (dir / "out").string() + "/" + input, log) == 2);
+  CHECK(contains(read_text(log), "PREFIX must end in a file name"));
+  // The shard path itself taken by a directory: the final rename fails, a system error.
+  fs::create_directories(dir / "taken.bin");
+  CHECK(run("--tokenizer byte --out " + (dir / "taken").string() + input, log) == 6);
+  CHECK(contains(read_text(log), "taken.bin"));
+
+  if (::geteuid() == 0) {
+    WARN("permission checks not run: root reads every file");
+    return;
+  }
+  write_text(dir / "locked/secret.txt", "x");
+  fs::permissions(dir / "locked/secret.txt", fs::perms::none);
+  CHECK(run(byte_out(dir / "o") + (dir / "locked/secret.txt").string(), log) == 3);
+  CHECK(contains(read_text(log), "secret.txt"));
+  fs::permissions(dir / "locked", fs::perms::none);
+  write_text(dir / "tree/ok.txt", "ok");
+  fs::create_directory_symlink(dir / "locked", dir / "tree/locked");
+  CHECK(run(byte_out(dir / "o") + (dir / "tree").string(), log) == 3);
+  CHECK(contains(read_text(log), "locked"));
+  fs::permissions(dir / "locked", fs::perms::owner_all);
+  fs::permissions(dir / "locked/secret.txt", fs::perms::owner_all);
+  CHECK(run(byte_out(dir / "ro/x") + input, log) == 0);
+  fs::permissions(dir / "ro", fs::perms::owner_read | fs::perms::owner_exec);
+  CHECK(run(byte_out(dir / "ro/x") + input, log) == 6);
+  CHECK(contains(read_text(log), "ro"));
+  fs::permissions(dir / "ro", fs::perms::owner_all);
 }

@@ -1,7 +1,11 @@
 // DataLoader: windows of T+1 tokens, disjoint across ranks, shuffled as a permutation, resumable.
 // Shards are written by hand (the llm.c layout) with token values that identify their position, and
-// every batch is checked against windows computed directly from those token lists.
+// every batch is checked against windows computed directly from those token lists. Shards that are
+// not regular files, or that change under a running loader, are DataErrors, never a hang or a signal.
 #include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -85,6 +89,20 @@ std::string data_error_of(const std::function<void()>& f) {
 }
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// Turns a hang into a prompt failure: SIGALRM's default action ends the test program.
+struct HangGuard {
+  explicit HangGuard(unsigned seconds) { ::alarm(seconds); }
+  ~HangGuard() { ::alarm(0); }
+};
+
+// Batches until one throws DataError; returns its message ("" if `limit` batches all succeed).
+std::string first_data_error(eco::DataLoader& dl, int B, size_t limit) {
+  std::vector<int32_t> in(static_cast<size_t>(B) * T), tg(in.size());
+  return data_error_of([&] {
+    for (size_t k = 0; k < limit; ++k) dl.next_batch(in.data(), tg.data());
+  });
+}
 
 }  // namespace
 
@@ -214,4 +232,65 @@ TEST_CASE("too little data or out-of-vocabulary tokens are clear DataErrors", "[
   CHECK(contains(vmsg, "vocab.bin"));
   CHECK(contains(vmsg, "offset 150"));
   CHECK_NOTHROW(eco::DataLoader((dir / "vocab.bin").string(), 2, T, 0, 1, 0, false, 257));
+}
+
+TEST_CASE("a shard truncated while the loader reads it is a DataError naming the file, not SIGBUS", "[data][loader]") {
+  // 40 KB of tokens: truncation must drop whole pages, or a mapped reader would still see zeros.
+  const fs::path dir = eco_test::scratch_dir("loader_truncated");
+  for (bool shuffle : {false, true}) {
+    INFO("shuffle " << shuffle);
+    write_raw_shard(dir / "big.bin", iota_tokens(20000, 0));
+    eco::DataLoader dl(dir.string(), 4, T, 0, 1, 5, shuffle, kVocab);
+    take_windows(dl, 4, 2);
+    fs::resize_file(dir / "big.bin", 1024 + 2 * 100);  // keep 100 tokens: 6 of 1249 windows
+    const std::string msg = first_data_error(dl, 4, 2 * dl.batches_per_epoch());
+    CHECK(contains(msg, (dir / "big.bin").string()));
+    CHECK(contains(msg, "the file changed while training"));
+    CHECK(contains(msg, "token offset"));
+  }
+}
+
+TEST_CASE("a shard rewritten in place with ids outside the vocabulary never reaches a batch", "[data][loader]") {
+  Fixture fx("loader_rewritten");
+  eco::DataLoader dl(fx.dir.string(), 4, T, 0, 1, 5, false, 2000);
+  take_windows(dl, 4, 1);
+  // Same size, new tokens: the startup vocabulary check cannot see this, the per-window one must.
+  std::vector<uint16_t> bad = fx.shards[1];
+  bad[500] = 60000;
+  {
+    std::fstream f(fx.dir / "s_001.bin", std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(1024 + 2 * 500);
+    f.write(reinterpret_cast<const char*>(&bad[500]), 2);
+  }
+  const std::string msg = first_data_error(dl, 4, dl.batches_per_epoch());
+  CHECK(contains(msg, (fx.dir / "s_001.bin").string()));
+  CHECK(contains(msg, "token id 60000 at token offset 500"));
+  CHECK(contains(msg, "changed while training"));
+}
+
+TEST_CASE("a shard replaced by rename keeps serving the file that was opened", "[data][loader]") {
+  Fixture fx("loader_replaced");
+  const auto ref = fx.windows();
+  eco::DataLoader dl(fx.dir.string(), 4, T, 0, 1, 5, false, kVocab);
+  eco::write_shard(fx.dir / "s_000.bin", std::vector<uint16_t>(20, 1));  // atomic: temp file + rename
+  CHECK(take_windows(dl, 4, 26) == std::vector<std::vector<int32_t>>(ref.begin(), ref.begin() + 104));
+}
+
+TEST_CASE("FIFOs and other non-regular files as shards are refused or skipped, never waited on", "[data][loader]") {
+  Fixture fx("loader_fifo");
+  REQUIRE(::mkfifo((fx.dir / "s_002.bin").c_str(), 0600) == 0);
+  const HangGuard guard(20);  // reading the FIFO used to block until a writer came
+  // Named directly or through a glob: an error naming the file.
+  for (const fs::path& spec : {fx.dir / "s_002.bin", fx.dir / "s_*.bin"}) {
+    const std::string msg = data_error_of([&] { eco::DataLoader(spec.string(), 2, T, 0, 1, 0, false, kVocab); });
+    INFO(spec << ": " << msg);
+    CHECK(contains(msg, "s_002.bin"));
+    CHECK(contains(msg, "not a regular file"));
+  }
+  CHECK(contains(data_error_of([&] { eco::DataLoader("/dev/zero", 2, T, 0, 1, 0, false, kVocab); }),
+                 "not a regular file"));
+  // In a directory spec, only regular *.bin files are shards; the FIFO is skipped (with a warning).
+  const eco::DataLoader dir(fx.dir.string(), 2, T, 0, 1, 0, false, kVocab);
+  CHECK(dir.files() == std::vector<fs::path>{fx.dir / "s_000.bin", fx.dir / "s_001.bin"});
+  CHECK(dir.num_windows() == 105);
 }

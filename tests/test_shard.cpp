@@ -1,6 +1,10 @@
 // llm.c token shards: round trip against an independent byte-level reading of the file, and a
-// DataError naming the file for every malformed shard.
+// DataError naming the file for every malformed shard, for a FIFO or device (without blocking) and
+// for a shard that shrinks after it was opened (without a signal).
 #include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
@@ -53,6 +57,12 @@ std::string data_error_of(const std::function<void()>& f) {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
+// Turns a hang into a prompt failure: SIGALRM's default action ends the test program.
+struct HangGuard {
+  explicit HangGuard(unsigned seconds) { ::alarm(seconds); }
+  ~HangGuard() { ::alarm(0); }
+};
+
 }  // namespace
 
 TEST_CASE("write_shard writes llm.c's layout and read_shard reads it back", "[data][shard]") {
@@ -78,15 +88,22 @@ TEST_CASE("write_shard writes llm.c's layout and read_shard reads it back", "[da
   }
   CHECK(eco::read_shard(dir / "a.bin") == toks);
 
-  // A shard written by other code (here by hand) reads the same; the mapped view agrees.
+  // A shard written by other code (here by hand) reads the same; ShardFile reads any range of it.
   write_bytes(dir / "b.bin", raw_shard(20240520, 1, 3, {7, 8, 9}));
   CHECK(eco::read_shard(dir / "b.bin") == std::vector<uint16_t>{7, 8, 9});
-  eco::MappedShard m(dir / "b.bin");
+  eco::ShardFile m(dir / "b.bin");
   REQUIRE(m.size() == 3);
-  CHECK(m.tokens()[2] == 9);
-  eco::MappedShard moved = std::move(m);
+  CHECK(m.path() == dir / "b.bin");
+  uint16_t two[2] = {};
+  m.read(1, 2, two);
+  CHECK(two[0] == 8);
+  CHECK(two[1] == 9);
+  CHECK_THROWS_AS(m.read(2, 2, two), std::out_of_range);  // past the end is a caller's bug, not data
+  eco::ShardFile moved = std::move(m);
   CHECK(moved.size() == 3);
   CHECK(m.size() == 0);
+  moved.read(0, 1, two);
+  CHECK(two[0] == 7);
 
   // Overwriting replaces the file completely and leaves no temp file behind.
   eco::write_shard(dir / "a.bin", std::vector<uint16_t>{1, 2});
@@ -145,4 +162,60 @@ TEST_CASE("check_tokens_below names the first token outside the vocabulary and i
   CHECK_NOTHROW(eco::check_tokens_below(toks, 401, "ok.bin"));
   CHECK(contains(data_error_of([&] { eco::check_tokens_below(toks, 400, "b.bin"); }), "offset 900"));
   CHECK(contains(data_error_of([&] { eco::check_tokens_below(toks, 65, "c.bin"); }), "offset 0"));
+}
+
+TEST_CASE("a FIFO, a device or a directory given as a shard is refused at once", "[data][shard]") {
+  const fs::path dir = eco_test::scratch_dir("shard_not_regular");
+  REQUIRE(::mkfifo((dir / "fifo.bin").c_str(), 0600) == 0);
+  fs::create_directories(dir / "adir.bin");
+  const HangGuard guard(20);  // opening the FIFO for reading used to wait for a writer forever
+  for (const fs::path& p : {dir / "fifo.bin", fs::path("/dev/zero"), dir / "adir.bin"}) {
+    const std::string msg = data_error_of([&] { eco::ShardFile s(p); });
+    INFO(p << ": " << msg);
+    CHECK(contains(msg, p.string()));
+    CHECK(contains(msg, "not a regular file"));
+  }
+  CHECK(contains(data_error_of([&] { eco::read_shard(dir / "fifo.bin"); }), "not a regular file"));
+}
+
+TEST_CASE("a shard that shrinks after it was opened is a DataError, not SIGBUS", "[data][shard]") {
+  const fs::path dir = eco_test::scratch_dir("shard_truncated_later");
+  std::vector<uint16_t> toks(10000);
+  for (size_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<uint16_t>(i);
+  eco::write_shard(dir / "s.bin", toks);
+  const eco::ShardFile shard(dir / "s.bin");
+  std::vector<uint16_t> buf(100);
+  shard.read(9900, 100, buf.data());
+  CHECK(buf.back() == 9999);
+
+  fs::resize_file(dir / "s.bin", 1024 + 2 * 5000);
+  shard.read(4900, 100, buf.data());  // still there
+  CHECK(buf[0] == 4900);
+  const std::string msg = data_error_of([&] { shard.read(4950, 100, buf.data()); });
+  CHECK(contains(msg, (dir / "s.bin").string()));
+  CHECK(contains(msg, "the file changed while training"));
+  CHECK(contains(msg, "token offset 4950"));
+  CHECK(contains(msg, "11024 bytes now"));
+
+  // Also when the file disappears entirely under an open reader (truncated to 0 bytes).
+  fs::resize_file(dir / "s.bin", 0);
+  CHECK(contains(data_error_of([&] { shard.read(0, 1, buf.data()); }), "changed while training"));
+}
+
+TEST_CASE("the vocabulary check of a whole shard streams it and reports absolute offsets", "[data][shard]") {
+  const fs::path dir = eco_test::scratch_dir("shard_vocab_stream");
+  // 1.5 M tokens (3 MB): the offender lies in the third 1 MiB piece.
+  std::vector<uint16_t> toks(1500000, 7);
+  toks[1200003] = 999;
+  toks[1400000] = 5000;
+  eco::write_shard(dir / "v.bin", toks);
+  const eco::ShardFile shard(dir / "v.bin");
+  CHECK_NOTHROW(eco::check_tokens_below(shard, 5001));
+  const std::string msg = data_error_of([&] { eco::check_tokens_below(shard, 256); });
+  CHECK(contains(msg, (dir / "v.bin").string()));
+  CHECK(contains(msg, "token id 999 at token offset 1200003"));
+  CHECK(contains(data_error_of([&] { eco::check_tokens_below(shard, 1000); }), "offset 1400000"));
+  // The span form with a base offset, as the streaming check uses it.
+  CHECK(contains(data_error_of([&] { eco::check_tokens_below(std::vector<uint16_t>{1, 300}, 256, "x.bin", 70); }),
+                 "offset 71"));
 }

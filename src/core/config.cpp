@@ -3,35 +3,68 @@
 #include <glob.h>
 
 #include <cctype>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
+#include <limits>
 #include <set>
-#include <sstream>
 #include <stdexcept>
 
 #include "core/error.h"
+#include "core/json_read.h"
 
 namespace eco {
 namespace {
 
 using nlohmann::json;
 
+// Integral bounds print exactly up to 2^53 (train.seed's bound is 2^53 - 1), where doubles stop
+// holding every integer; beyond that %g is as exact as the stored double.
 std::string format_number(double x) {
   char buf[48];
-  if (std::nearbyint(x) == x && std::fabs(x) < 1e15) std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(x));
+  if (std::nearbyint(x) == x && std::fabs(x) <= 0x1p53) std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(x));
   else std::snprintf(buf, sizeof buf, "%g", x);
   return buf;
 }
 
-// The value as the user wrote it, short enough for a one-line message.
-std::string show(const json& v) {
-  std::string s = v.dump();
-  if (s.size() > 60) s = s.substr(0, 57) + "...";
-  return s;
+// `s` cut to at most `max_bytes` (with "..."), never inside a UTF-8 sequence.
+std::string shorten(std::string s, size_t max_bytes) {
+  if (s.size() <= max_bytes) return s;
+  size_t cut = max_bytes - 3;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+  return s.substr(0, cut) + "...";
+}
+
+// The value as the user wrote it, short enough for a one-line message. Invalid UTF-8 (possible in
+// --set text) is shown as U+FFFD instead of making dump() throw.
+std::string show(const json& v) { return shorten(v.dump(-1, ' ', false, json::error_handler_t::replace), 60); }
+
+// A key, path or --set item as the user typed it, fit for a one-line message: control characters
+// (a newline in a key from the file, or in a shell argument) escaped, long text cut.
+std::string printable(const std::string& text, size_t max_bytes = 100) {
+  std::string out;
+  for (const unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+    if (out.size() > max_bytes) break;  // shorten() below cuts there; the rest cannot show
+  }
+  return shorten(std::move(out), max_bytes);
+}
+
+// Whether `s` can be written as a JSON string: the resolved config is dumped to config.json and
+// into checkpoints, and nlohmann refuses invalid UTF-8 there with an exception.
+bool valid_utf8(const std::string& s) {
+  try {
+    (void)json(s).dump();
+    return true;
+  } catch (const json::type_error&) {
+    return false;
+  }
 }
 
 std::vector<std::string> split_key(const std::string& key) {
@@ -77,7 +110,7 @@ std::vector<std::string> all_names(const Schema& schema) {
 }
 
 std::string unknown_key_message(const std::string& key, const Schema& schema) {
-  std::string msg = "unknown key \"" + key + "\"";
+  std::string msg = "unknown key \"" + printable(key) + "\"";
   std::string near = suggest_key(key, all_names(schema));
   if (!near.empty()) msg += " (did you mean \"" + near + "\"?)";
   else msg += " (eco_train --help-config lists every key)";
@@ -107,24 +140,28 @@ void merge_values(const json& node, const std::string& prefix, const Schema& sch
   }
 }
 
+// parse_json, not json::parse: a value nested thousands deep must not build a tree that show()
+// would dump recursively, and a number beyond a double must not escape as an exception. Text that
+// does not parse is kept as a string; the type check then names the key.
 json parse_override_value(const SchemaEntry& entry, const std::string& text) {
-  json parsed = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (is_string_typed(entry.type)) return parsed.is_string() ? parsed : json(text);
-  return parsed.is_discarded() ? json(text) : parsed;
+  JsonParse parsed = parse_json(text);
+  if (is_string_typed(entry.type)) return parsed.ok() && parsed.value.is_string() ? std::move(parsed.value) : json(text);
+  return parsed.ok() ? std::move(parsed.value) : json(text);
 }
 
 void apply_override(const std::string& item, const Schema& schema, const std::set<std::string>& prefixes, json& out) {
   const size_t eq = item.find('=');
-  if (eq == std::string::npos) throw ConfigError("config error: --set \"" + item + "\": expected KEY=VALUE, e.g. optim.lr=3e-4");
+  if (eq == std::string::npos)
+    throw ConfigError("config error: --set \"" + printable(item) + "\": expected KEY=VALUE, e.g. optim.lr=3e-4");
   std::string key = item.substr(0, eq);
   while (!key.empty() && std::isspace(static_cast<unsigned char>(key.back()))) key.pop_back();
   while (!key.empty() && std::isspace(static_cast<unsigned char>(key.front()))) key.erase(0, 1);
   const SchemaEntry* entry = schema.find(key);
   if (!entry) {
     if (prefixes.count(key))
-      throw ConfigError("config error: --set " + item + ": \"" + key + "\" is a section; set one of its keys, e.g. " +
-                        first_key_of(key, schema) + "=...");
-    throw ConfigError("config error: --set " + item + ": " + unknown_key_message(key, schema));
+      throw ConfigError("config error: --set " + printable(item) + ": \"" + key +
+                        "\" is a section; set one of its keys, e.g. " + first_key_of(key, schema) + "=...");
+    throw ConfigError("config error: --set " + printable(item) + ": " + unknown_key_message(key, schema));
   }
   set_path(out, key, parse_override_value(*entry, item.substr(eq + 1)));
 }
@@ -175,12 +212,13 @@ void validate_entry(const SchemaEntry& e, json& v) {
         for (const std::string& c : e.choices) ok = ok || c == s;
         if (!ok) wrong();
       }
+      if (!valid_utf8(s)) throw_config_error(e.key, "expected valid UTF-8 text, got " + show(v));
       if (s.empty()) {
         if (e.required) throw_config_error(e.key, "required: set it in the config file or with --set " + e.key + "=...");
         return;
       }
       if (e.type == ValueType::Path && e.check_exists && !path_matches(s)) {
-        std::string msg = "no file matches \"" + s + "\"";
+        std::string msg = "no file matches \"" + printable(s, 400) + "\"";
         if (std::filesystem::path(s).is_relative()) {
           std::error_code ec;
           msg += " (relative paths are resolved from the current directory, " +
@@ -278,25 +316,15 @@ void throw_config_error(const std::string& key, const std::string& what) {
 Config Config::load(const std::string& path, const std::vector<std::string>& overrides, const Schema& schema) {
   json j = json::object();
   if (!path.empty()) {
-    std::error_code ec;
-    if (std::filesystem::is_directory(path, ec))
-      throw ConfigError("config error: cannot read config file \"" + path + "\": it is a directory");
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw ConfigError("config error: cannot read config file \"" + path + "\": " + std::strerror(errno));
-    std::stringstream text;
-    text << in.rdbuf();
-    if (in.bad()) throw ConfigError("config error: cannot read config file \"" + path + "\": " + std::strerror(errno));
-    try {
-      j = json::parse(text.str(), nullptr, /*allow_exceptions=*/true, /*ignore_comments=*/true);
-    } catch (const json::parse_error& e) {
-      // nlohmann's text is "[json.exception.parse_error.101] parse error at line L, column C: ...".
-      std::string what = e.what();
-      const size_t bracket = what.find("] ");
-      if (bracket != std::string::npos) what = what.substr(bracket + 2);
-      throw ConfigError("config error: " + path + ": not valid JSON: " + what);
-    }
+    // read_small_file: a FIFO or device given as --config is refused instead of blocking forever.
+    std::string text, why;
+    const std::string shown = printable(path, 400);
+    if (!read_small_file(path, text, why)) throw ConfigError("config error: cannot read config file \"" + shown + "\": " + why);
+    JsonParse parsed = parse_json(text, /*allow_comments=*/true);
+    if (!parsed.ok()) throw ConfigError("config error: " + shown + ": not valid JSON: " + parsed.error);
+    j = std::move(parsed.value);
     if (!j.is_object())
-      throw ConfigError("config error: " + path + ": expected a JSON object of sections, got " + json_type_name(j));
+      throw ConfigError("config error: " + shown + ": expected a JSON object of sections, got " + json_type_name(j));
   }
   return from_json(j, overrides, schema);
 }
@@ -328,6 +356,14 @@ int64_t Config::get_int(const std::string& key) const {
   const json& v = at(key);
   if (!v.is_number_integer()) throw std::logic_error("Config::get_int(\"" + key + "\"): the value is " + json_type_name(v));
   return v.get<int64_t>();
+}
+
+int Config::get_int32(const std::string& key) const {
+  const int64_t v = get_int(key);
+  if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+    throw std::logic_error("Config::get_int32(\"" + key + "\"): " + std::to_string(v) +
+                           " does not fit in an int; the schema must bound this key to int's range");
+  return static_cast<int>(v);
 }
 
 double Config::get_float(const std::string& key) const {

@@ -95,16 +95,22 @@ std::string describe_expected(const SchemaEntry& entry);
 class Config {
  public:
   // Reads the JSON file at `path` ("" = no file: defaults and overrides only; // and /* */
-  // comments are allowed), then as from_json.
+  // comments are allowed), then as from_json. A file that cannot be read (missing, a directory,
+  // a FIFO, too large) or is not valid JSON (syntax, a number beyond a double, nesting deeper
+  // than kMaxJsonDepth) is a ConfigError naming the file.
   static Config load(const std::string& path, const std::vector<std::string>& overrides, const Schema& schema);
   // Merges `j` over the schema defaults, applies "a.b=value" overrides in order (value parsed as
   // JSON if it parses, else taken as a string; string-typed keys always take the text as given
-  // unless it is a quoted JSON string), validates.
+  // unless it is a quoted JSON string), validates. Every problem is a ConfigError; string values
+  // must be valid UTF-8 so the resolved config can always be written back as JSON.
   static Config from_json(const nlohmann::json& j, const std::vector<std::string>& overrides, const Schema& schema);
 
   // Typed access by full key path. Asking for a key that is not in the resolved config, or for
   // the wrong type, is a programming error: std::logic_error.
   int64_t get_int(const std::string& key) const;
+  // get_int for a value the code holds in an int. The schema bounds every such key to fit, so a
+  // value outside int's range is a programming error (a missing bound): std::logic_error.
+  int get_int32(const std::string& key) const;
   double get_float(const std::string& key) const;  // also reads Int entries
   bool get_bool(const std::string& key) const;
   std::string get_string(const std::string& key) const;  // String, Enum, Path, OutPath

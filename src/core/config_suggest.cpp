@@ -61,6 +61,9 @@ std::string nearest(const std::string& given, const std::vector<std::string>& ca
 }  // namespace
 
 std::string suggest_key(const std::string& given, const std::vector<std::string>& candidates) {
+  // A name this long is no typo, and the distance table grows with its length times a key's (a
+  // key in a config file can be megabytes long).
+  if (given.size() > 256) return "";
   auto identity = [](const std::string& k) { return k; };
   auto leaves = [](const std::string& c) { return depth(c) > 0; };
   auto same_depth = [&](const std::string& c) { return depth(c) == depth(given); };

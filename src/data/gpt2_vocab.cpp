@@ -1,12 +1,12 @@
 #include "data/gpt2_vocab.h"
 
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_read.h"
 #include "data/tokenizer.h"
 
 namespace eco {
@@ -15,12 +15,15 @@ namespace {
 constexpr size_t kMerges = 50000;
 constexpr const char* kFetchHint = " (run tools/fetch_data.sh to install GPT-2's tokenizer files)";
 
+// Both files are about 1 MB; the bound keeps a wrong path (a FIFO, a huge file) from blocking or
+// exhausting memory.
 std::string read_file(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  if (!f) throw DataError("cannot read GPT-2 tokenizer file " + p.string() + kFetchHint);
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+  std::string text, error;
+  if (!read_small_file(p, text, error, size_t{16} << 20)) {
+    if (error == "no such file") throw DataError("GPT-2 tokenizer file " + p.string() + " not found" + kFetchHint);
+    throw DataError("cannot read GPT-2 tokenizer file " + p.string() + ": " + error + kFetchHint);
+  }
+  return text;
 }
 
 // Decodes one UTF-8 code point at s[i] (the files are valid UTF-8; checked before).
@@ -73,19 +76,16 @@ std::vector<uint32_t> gpt2_byte_to_codepoint() {
 Gpt2Vocab load_gpt2_vocab(const std::string& dir) {
   const std::filesystem::path enc_path = std::filesystem::path(dir) / "encoder.json";
   const std::filesystem::path bpe_path = std::filesystem::path(dir) / "vocab.bpe";
-  for (const auto& p : {enc_path, bpe_path})
-    if (!std::filesystem::exists(p)) throw DataError("GPT-2 tokenizer file " + p.string() + " not found" + kFetchHint);
-
   const AlphabetDecoder alphabet;
   Gpt2Vocab v;
   v.token_bytes.resize(Gpt2Tokenizer::kVocabSize);
   std::vector<bool> seen(Gpt2Tokenizer::kVocabSize, false);
-  nlohmann::json enc;
-  try {
-    enc = nlohmann::json::parse(read_file(enc_path));
-  } catch (const nlohmann::json::exception& e) {
-    throw DataError(enc_path.string() + " is not valid JSON: " + e.what() + kFetchHint);
-  }
+  // Read both before parsing either, so a missing vocab.bpe is reported before a long parse.
+  const std::string enc_text = read_file(enc_path);
+  const std::string merges = read_file(bpe_path);
+  JsonParse parsed = parse_json(enc_text);
+  if (!parsed.ok()) throw DataError(enc_path.string() + " is not valid JSON: " + parsed.error + kFetchHint);
+  const nlohmann::json enc = std::move(parsed.value);
   if (!enc.is_object() || enc.size() != Gpt2Tokenizer::kVocabSize)
     throw DataError(enc_path.string() + " should map " + std::to_string(Gpt2Tokenizer::kVocabSize) +
                     " tokens to ids; this is not GPT-2's encoder.json" + kFetchHint);
@@ -112,7 +112,6 @@ Gpt2Vocab load_gpt2_vocab(const std::string& dir) {
   }
 
   // vocab.bpe: a "#version" line, then one merge "A B" per line, in rank order.
-  const std::string merges = read_file(bpe_path);
   std::istringstream lines(merges);
   std::string line, left, right;
   size_t n = 0;

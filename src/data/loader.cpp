@@ -56,8 +56,16 @@ std::vector<std::filesystem::path> resolve_shard_paths(const std::string& spec) 
   std::error_code ec;
   if (spec.empty()) throw DataError("no token shard given (data.train / data.val is empty)");
   if (fs::is_directory(spec, ec)) {
-    for (const auto& e : fs::directory_iterator(spec, ec))
-      if (e.path().extension() == ".bin" && e.is_regular_file(ec)) files.push_back(e.path());
+    // increment(ec), not a range-for: the iterator's operator++ throws on an I/O error.
+    fs::directory_iterator it(spec, ec);
+    for (; !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      if (it->path().extension() != ".bin") continue;
+      std::error_code type_ec;
+      if (it->is_regular_file(type_ec))
+        files.push_back(it->path());
+      else  // a FIFO here would block the reader; a dangling link cannot be read
+        spdlog::warn("data: skipping {}: not a regular file", it->path().string());
+    }
     if (ec) throw DataError("cannot list directory " + spec + ": " + ec.message());
     if (files.empty()) throw DataError("directory " + spec + " holds no *.bin token shards");
   } else if (fs::exists(spec, ec) || !has_glob_chars(spec)) {
@@ -79,15 +87,15 @@ std::vector<std::filesystem::path> resolve_shard_paths(const std::string& spec) 
 
 DataLoader::DataLoader(const std::string& spec, int B, int T, int rank, int world, uint64_t seed, bool shuffle,
                        uint32_t vocab_size)
-    : B_(B), T_(T), rank_(rank), world_(world), seed_(seed), shuffle_(shuffle) {
+    : B_(B), T_(T), rank_(rank), world_(world), seed_(seed), vocab_size_(vocab_size), shuffle_(shuffle) {
   if (B < 1 || T < 1) throw ConfigError("data loader: batch size and sequence length must be positive");
   if (world < 1 || rank < 0 || rank >= world)
     throw ConfigError("data loader: rank " + std::to_string(rank) + " is not in [0, " + std::to_string(world) + ")");
   files_ = resolve_shard_paths(spec);
   window_offset_.push_back(0);
   for (const auto& f : files_) {
-    MappedShard shard(f);
-    check_tokens_below(shard.span(), vocab_size, f.string());
+    ShardFile shard(f);
+    check_tokens_below(shard, vocab_size);
     num_tokens_ += shard.size();
     window_offset_.push_back(window_offset_.back() + (shard.size() - 1) / static_cast<size_t>(T));
     shards_.push_back(std::move(shard));
@@ -103,6 +111,7 @@ DataLoader::DataLoader(const std::string& spec, int B, int T, int rank, int worl
   }
   if (shuffle_ && num_windows() > UINT32_MAX)
     throw DataError(describe_files(files_) + ": more than 2^32 windows; use a longer seq_len or fewer shards");
+  window_.resize(static_cast<size_t>(T) + 1);
 }
 
 void DataLoader::build_order() {
@@ -117,11 +126,22 @@ void DataLoader::build_order() {
   order_epoch_ = epoch_;
 }
 
-const uint16_t* DataLoader::window_start(uint64_t window) const {
+void DataLoader::read_window(uint64_t window, uint16_t* dst) const {
   // The shard holding this window: the last one whose first window index is <= window.
   const auto it = std::upper_bound(window_offset_.begin(), window_offset_.end(), window);
   const size_t s = static_cast<size_t>(it - window_offset_.begin()) - 1;
-  return shards_[s].tokens() + (window - window_offset_[s]) * static_cast<uint64_t>(T_);
+  const size_t first = (window - window_offset_[s]) * static_cast<uint64_t>(T_);
+  shards_[s].read(first, static_cast<size_t>(T_) + 1, dst);
+  // Checked at startup for the whole shard; a file rewritten in place since then could hold ids the
+  // embedding table does not have, which must not reach the model.
+  for (int t = 0; t <= T_; ++t) {
+    if (dst[t] >= vocab_size_)
+      throw DataError("token shard " + shards_[s].path().string() + ": the file changed while training: token id " +
+                      std::to_string(dst[t]) + " at token offset " + std::to_string(first + t) +
+                      " is not below the vocabulary size " + std::to_string(vocab_size_) +
+                      ", although every token was when the shard was opened. Do not modify shards while eco_train "
+                      "reads them; restore the file and resume from the last checkpoint");
+  }
 }
 
 void DataLoader::next_batch(int32_t* inputs, int32_t* targets) {
@@ -133,7 +153,8 @@ void DataLoader::next_batch(int32_t* inputs, int32_t* targets) {
   const uint64_t first = (batch_ * world_ + rank_) * static_cast<uint64_t>(B_);
   for (int b = 0; b < B_; ++b) {
     const uint64_t pos = first + b;
-    const uint16_t* w = window_start(shuffle_ ? order_[pos] : pos);
+    read_window(shuffle_ ? order_[pos] : pos, window_.data());
+    const uint16_t* w = window_.data();
     int32_t* in = inputs + static_cast<size_t>(b) * T_;
     int32_t* tg = targets + static_cast<size_t>(b) * T_;
     for (int t = 0; t < T_; ++t) {

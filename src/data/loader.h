@@ -11,6 +11,10 @@
 // an epoch (fewer than B*world) are skipped; with shuffle they differ from epoch to epoch.
 // Epochs repeat forever. The position (epoch, batch) is the whole state: restoring it continues
 // with exactly the batches an uninterrupted run would have read.
+//
+// Each window is read from its shard when its batch is built (pread of T+1 tokens), so the loader's
+// memory is O(T) whatever the data size, and a shard that shrinks or is rewritten under a running
+// trainer is a DataError naming the file, not a crash.
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -33,19 +37,22 @@ struct LoaderState {
   bool operator==(const LoaderState&) const = default;
 };
 
-// The shard files named by `spec`: an existing file; a directory (all *.bin in it, in name order);
-// or a glob pattern such as data/fineweb/train_*.bin (matches in name order). DataError when
-// nothing is found.
+// The shard files named by `spec`: an existing file; a directory (all regular *.bin files in it, in
+// name order; other entries named *.bin are skipped with a warning); or a glob pattern such as
+// data/fineweb/train_*.bin (matches in name order). DataError when nothing is found. A named file
+// that is not a regular file is returned as it is and refused, without blocking, by ShardFile.
 std::vector<std::filesystem::path> resolve_shard_paths(const std::string& spec);
 
 class DataLoader {
  public:
-  // Opens and validates every shard, and checks once that every token id is below vocab_size.
+  // Opens and validates every shard, and checks once (streaming each shard) that every token id is
+  // below vocab_size.
   // DataError when the data cannot fill one batch (B * world windows of T+1 tokens).
   DataLoader(const std::string& spec, int B, int T, int rank, int world, uint64_t seed, bool shuffle,
              uint32_t vocab_size);
 
   // Fills B*T inputs and the B*T targets (the same windows shifted by one token), row-major [B][T].
+  // DataError when a shard changed since it was opened (shorter, or now holding an id >= vocab_size).
   void next_batch(int32_t* inputs, int32_t* targets);
 
   LoaderState state() const { return {epoch_, batch_}; }
@@ -60,18 +67,20 @@ class DataLoader {
 
  private:
   void build_order();  // the window order of epoch_
-  const uint16_t* window_start(uint64_t window) const;
+  void read_window(uint64_t window, uint16_t* dst) const;  // its T+1 tokens
 
   std::vector<std::filesystem::path> files_;
-  std::vector<MappedShard> shards_;
+  std::vector<ShardFile> shards_;
   std::vector<uint64_t> window_offset_;  // first global window index of each shard, then N
   size_t num_tokens_ = 0;
   int B_, T_, rank_, world_;
   uint64_t seed_;
+  uint32_t vocab_size_;
   bool shuffle_;
   uint64_t epoch_ = 0, batch_ = 0;
   std::vector<uint32_t> order_;  // window order of the current epoch (empty without shuffle)
   uint64_t order_epoch_ = UINT64_MAX;
+  std::vector<uint16_t> window_;  // T+1 tokens, reused for every window
 };
 
 }  // namespace eco

@@ -2,6 +2,9 @@
 // Token shards in llm.c's format: a header of 256 int32 {magic 20240520, version 1, token count,
 // 0...}, then `count` uint16 tokens. Users' llm.c / FineWeb shards are read as they are.
 // Every malformed file is a DataError whose message names the file and what is wrong with it.
+//
+// Shards are read with pread, never mapped: a mapped file that shrinks under a running trainer
+// kills it with SIGBUS, while a short read can be reported as an error naming the file.
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -22,37 +25,45 @@ inline constexpr size_t kShardMaxTokens = 2147483647;
 // file or the complete new one. Throws DataError for an empty or oversized token list.
 void write_shard(const std::filesystem::path& path, std::span<const uint16_t> tokens);
 
-// Reads a whole shard into memory after validating it (see MappedShard for the checks).
+// Reads a whole shard into memory after validating it (see ShardFile for the checks).
 std::vector<uint16_t> read_shard(const std::filesystem::path& path);
 
-// A validated, read-only, memory-mapped shard: the tokens are paged in by the OS on demand, so
-// opening many large shards costs address space, not memory. Move-only.
-class MappedShard {
+// A validated token shard kept open for reading windows of it. Holding the descriptor (rather than
+// reopening by name) means a shard replaced by rename keeps reading the file that was validated;
+// one truncated in place makes read() throw. Move-only.
+class ShardFile {
  public:
-  // Checks: the file exists and is readable, holds a full header, magic and version match, the
-  // count is positive, and the file size is exactly header + 2 * count bytes.
-  explicit MappedShard(const std::filesystem::path& path);
-  ~MappedShard();
-  MappedShard(MappedShard&& other) noexcept;
-  MappedShard& operator=(MappedShard&& other) noexcept;
-  MappedShard(const MappedShard&) = delete;
-  MappedShard& operator=(const MappedShard&) = delete;
+  // Checks: the file exists, is a regular file (a FIFO or device is refused without blocking) and
+  // readable, holds a full header, magic and version match, the count is positive, and the file
+  // size is exactly header + 2 * count bytes.
+  explicit ShardFile(const std::filesystem::path& path);
+  ~ShardFile();
+  ShardFile(ShardFile&& other) noexcept;
+  ShardFile& operator=(ShardFile&& other) noexcept;
+  ShardFile(const ShardFile&) = delete;
+  ShardFile& operator=(const ShardFile&) = delete;
 
-  const uint16_t* tokens() const { return tokens_; }
-  size_t size() const { return count_; }
-  std::span<const uint16_t> span() const { return {tokens_, count_}; }
+  size_t size() const { return count_; }  // tokens, as validated when opened
   const std::filesystem::path& path() const { return path_; }
 
+  // Copies tokens [first_token, first_token + count) to dst; the range must lie within size().
+  // DataError naming the file and offset ("the file changed while training") when the file has
+  // become shorter since it was opened; SystemError for an I/O error.
+  void read(size_t first_token, size_t count, uint16_t* dst) const;
+
  private:
-  void release();
+  void close();
   std::filesystem::path path_;
-  void* map_ = nullptr;
-  size_t map_bytes_ = 0;
-  const uint16_t* tokens_ = nullptr;
+  int fd_ = -1;
   size_t count_ = 0;
 };
 
-// Throws DataError naming `source`, the first token id >= vocab_size and its offset.
-void check_tokens_below(std::span<const uint16_t> tokens, uint32_t vocab_size, const std::string& source);
+// Throws DataError naming `source`, the first token id >= vocab_size and its offset
+// (first_offset + its index in `tokens`, so a shard can be checked piece by piece).
+void check_tokens_below(std::span<const uint16_t> tokens, uint32_t vocab_size, const std::string& source,
+                        size_t first_offset = 0);
+
+// The same for a whole shard, streamed in 1 MiB pieces so memory does not grow with the shard.
+void check_tokens_below(const ShardFile& shard, uint32_t vocab_size);
 
 }  // namespace eco

@@ -3,22 +3,29 @@
 // validation curves and the static-memory vs loss points. tools/ablate.sh drives it.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
+#include <initializer_list>
 #include <map>
+#include <new>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/json_read.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
+
+// metrics.jsonl grows ~130 bytes a step; 1 GiB holds millions of steps and still fits in memory.
+constexpr size_t kMaxMetricsBytes = size_t{1} << 30;
 
 struct RunSummary {
   std::string name;  // optim.mode of the run
@@ -33,34 +40,126 @@ struct RunSummary {
   bool diverged = false;
 };
 
+// Every problem with a run directory's files is a DataError (exit 3) that starts with the file
+// (and line) and says what is wrong there.
+[[noreturn]] void bad(const std::string& where, const std::string& what) { throw eco::DataError(where + ": " + what); }
+
+std::string show(const json& v) {
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  return s.size() > 60 ? s.substr(0, 57) + "..." : s;
+}
+
+// An integer that fits in int64 (nlohmann would wrap a larger unsigned one silently).
+bool is_int64(const json& v) {
+  return v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX));
+}
+
+// The value at a dotted path of objects, or nullptr when any part is missing.
+const json* find_path(const json& root, std::initializer_list<const char*> keys) {
+  const json* node = &root;
+  for (const char* k : keys) {
+    if (!node->is_object()) return nullptr;
+    const auto it = node->find(k);
+    if (it == node->end()) return nullptr;
+    node = &*it;
+  }
+  return node;
+}
+
+std::string read_run_file(const fs::path& dir, const char* name, size_t max_bytes) {
+  const fs::path path = dir / name;
+  std::string text, why;
+  if (!eco::read_small_file(path, text, why, max_bytes)) {
+    std::error_code ec;
+    const bool missing = !fs::exists(path, ec);
+    bad(path.string(), "cannot read: " + why + (missing ? " (is " + dir.string() + " an eco_train run directory?)" : ""));
+  }
+  return text;
+}
+
+// The run's name (optim.mode) and length (train.steps) from its resolved config.json.
+void read_run_config(const fs::path& dir, RunSummary& r, int64_t& steps) {
+  const std::string where = (dir / "config.json").string();
+  const eco::JsonParse cfg = eco::parse_json(read_run_file(dir, "config.json", size_t{64} << 20));
+  if (!cfg.ok()) bad(where, "not valid JSON: " + cfg.error);
+  if (!cfg.value.is_object()) bad(where, "expected a JSON object (the run's resolved config), got " + show(cfg.value));
+  const json* mode = find_path(cfg.value, {"optim", "mode"});
+  if (!mode) bad(where, "no optim.mode (eco_train writes the resolved config, with every key)");
+  if (!mode->is_string()) bad(where, "optim.mode: expected a string, got " + show(*mode));
+  r.name = mode->get<std::string>();
+  const json* s = find_path(cfg.value, {"train", "steps"});
+  if (!s) bad(where, "no train.steps (eco_train writes the resolved config, with every key)");
+  if (!is_int64(*s)) bad(where, "train.steps: expected an integer, got " + show(*s));
+  steps = s->get<int64_t>();
+}
+
+// A number, or NaN when the field is absent or null (eco_train writes a non-finite value as null).
+double number_or_nan(const json& rec, const char* key, const std::string& where) {
+  const auto it = rec.find(key);
+  if (it == rec.end() || it->is_null()) return NAN;
+  if (!it->is_number()) bad(where, std::string(key) + ": expected a number or null, got " + show(*it));
+  return it->get<double>();
+}
+
+void read_record(const json& rec, const std::string& where, RunSummary& r, std::vector<double>& tps) {
+  if (!rec.is_object()) bad(where, "expected a JSON object, got " + show(rec));
+  if (rec.contains("val_loss")) {
+    const auto step = rec.find("step");
+    if (step == rec.end()) bad(where, "a val_loss record without a step");
+    if (!is_int64(*step)) bad(where, "step: expected an integer, got " + show(*step));
+    r.val.emplace_back(step->get<int64_t>(), number_or_nan(rec, "val_loss", where));
+  }
+  if (const double t = number_or_nan(rec, "tokens_per_s", where); !std::isnan(t)) tps.push_back(t);
+  if (const auto it = rec.find("skipped"); it != rec.end()) {
+    if (!it->is_boolean()) bad(where, "skipped: expected true or false, got " + show(*it));
+    if (it->get<bool>()) ++r.skipped_steps;
+  }
+  if (const auto it = rec.find("memory"); it != rec.end()) {
+    if (!it->is_object()) bad(where, "memory: expected an object, got " + show(*it));
+    r.bytes_per_param_quantized = number_or_nan(*it, "quantized_bytes_per_param", where + ": memory");
+    r.bytes_per_param_total = number_or_nan(*it, "bytes_per_param", where + ": memory");
+    r.static_bytes = number_or_nan(*it, "static_bytes", where + ": memory");
+  }
+}
+
+// metrics.jsonl, one record a line. eco_train writes and flushes whole lines, so only the last
+// line can be torn (the run crashed or was killed while writing it, or a power loss left zeros):
+// such a line is skipped with a warning, as eco_train --resume itself drops it, and the rest of
+// the run is still worth a table. Any other malformed line means the file was damaged or edited:
+// a table built by skipping it could be silently wrong, so it is an error.
+void read_metrics(const fs::path& dir, RunSummary& r, std::vector<double>& tps) {
+  const std::string path = (dir / "metrics.jsonl").string();
+  const std::string text = read_run_file(dir, "metrics.jsonl", kMaxMetricsBytes);
+  size_t start = 0;
+  for (int64_t line_no = 1; start < text.size(); ++line_no) {
+    const size_t nl = text.find('\n', start);
+    const bool torn = nl == std::string::npos;
+    const std::string_view line = std::string_view(text).substr(start, torn ? std::string::npos : nl - start);
+    start = torn ? text.size() : nl + 1;
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    const std::string where = path + ": line " + std::to_string(line_no);
+    eco::JsonParse rec = eco::parse_json(line);
+    // The parser counts lines within this one line: its "line 1" would read as the file's.
+    if (const std::string one = "parse error at line 1, "; rec.error.rfind(one, 0) == 0)
+      rec.error = "parse error at " + rec.error.substr(one.size());
+    if (!rec.ok()) {
+      if (torn) {
+        std::fprintf(stderr, "eco_report: warning: %s is cut off (%s); skipped\n", where.c_str(), rec.error.c_str());
+        continue;
+      }
+      bad(where, "not valid JSON: " + rec.error);
+    }
+    read_record(rec.value, where, r, tps);
+  }
+}
+
 RunSummary summarise(const fs::path& dir) {
   RunSummary r;
   r.dir = dir;
-  std::ifstream cfg_in(dir / "config.json");
-  if (!cfg_in) throw eco::DataError(dir.string() + ": no config.json (is this an eco_train run directory?)");
-  json cfg = json::parse(cfg_in);
-  r.name = cfg["optim"]["mode"].get<std::string>();
-  std::ifstream in(dir / "metrics.jsonl");
-  if (!in) throw eco::DataError(dir.string() + ": no metrics.jsonl");
+  int64_t steps = 0;
+  read_run_config(dir, r, steps);
   std::vector<double> tps;
-  std::string line;
-  while (std::getline(in, line)) {
-    json rec = json::parse(line, nullptr, false);
-    if (rec.is_discarded()) continue;
-    if (rec.contains("val_loss")) {
-      double v = rec["val_loss"].is_number() ? rec["val_loss"].get<double>() : NAN;
-      r.val.emplace_back(rec["step"].get<int64_t>(), v);
-    }
-    if (rec.contains("tokens_per_s")) tps.push_back(rec["tokens_per_s"].get<double>());
-    if (rec.value("skipped", false)) ++r.skipped_steps;
-    if (rec.contains("memory")) {
-      const json& m = rec["memory"];
-      r.bytes_per_param_quantized = m.value("quantized_bytes_per_param", NAN);
-      r.bytes_per_param_total = m.value("bytes_per_param", NAN);
-      r.static_bytes = m.value("static_bytes", NAN);
-    }
-  }
-  const int64_t steps = cfg["train"]["steps"].get<int64_t>();
+  read_metrics(dir, r, tps);
   if (!r.val.empty() && r.val.back().first == steps) r.final_val = r.val.back().second;
   r.diverged = !std::isfinite(r.final_val);
   if (!tps.empty()) {
@@ -84,13 +183,23 @@ int main(int argc, char** argv) {
     fs::path out;
     std::vector<fs::path> runs;
     for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      if (a == "--out" && i + 1 < argc) out = argv[++i];
-      else if (a == "-h" || a == "--help") {
+      const std::string a = argv[i];
+      if (a == "--out") {
+        if (i + 1 >= argc) throw eco::ConfigError("flag --out needs a value (see --help)");
+        out = argv[++i];
+      } else if (a == "-h" || a == "--help") {
         std::puts("usage: eco_report --out DIR RUN_DIR...\n"
-                  "Writes DIR/results.md (ablation table), DIR/val_loss.dat and DIR/pareto.dat (gnuplot data).");
+                  "Writes DIR/results.md (ablation table), DIR/val_loss.dat and DIR/pareto.dat (gnuplot data).\n"
+                  "exit codes: 0 ok, 2 bad flag, 3 unreadable or malformed run directory, 6 cannot write DIR");
         return 0;
-      } else runs.emplace_back(a);
+      } else if (a.rfind('-', 0) == 0) {
+        throw eco::ConfigError("unknown flag \"" + a + "\" (see --help; a run directory starting with '-' can be given as ./" +
+                               a + ")");
+      } else if (a.empty()) {
+        throw eco::ConfigError("empty RUN_DIR argument (see --help)");
+      } else {
+        runs.emplace_back(a);
+      }
     }
     if (out.empty() || runs.empty()) throw eco::ConfigError("usage: eco_report --out DIR RUN_DIR... (see --help)");
     std::vector<RunSummary> rs;
@@ -108,7 +217,9 @@ int main(int argc, char** argv) {
             fmt("%.2f MiB", r.static_bytes / 1048576.0) + " | " + fmt("%.0f", r.tokens_per_s) + " | " +
             std::to_string(r.skipped_steps) + " |\n";
     }
-    fs::create_directories(out);
+    std::error_code ec;
+    fs::create_directories(out, ec);
+    if (ec) throw eco::SystemError("--out " + out.string() + ": cannot create the directory: " + ec.message());
     eco::atomic_write_file(out / "results.md", md);
 
     // val_loss.dat: one gnuplot data block per run (separated by two blank lines, named by mode):
@@ -137,8 +248,11 @@ int main(int argc, char** argv) {
   } catch (const eco::Error& e) {
     std::fprintf(stderr, "eco_report: %s\n", e.what());
     return e.exit_code();
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "eco_report: out of memory\n");
+    return 6;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "eco_report: %s\n", e.what());
+    std::fprintf(stderr, "eco_report: internal error: %s\n", e.what());
     return 1;
   }
 }

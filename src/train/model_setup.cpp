@@ -8,16 +8,16 @@ ModelConfig model_config_from(const Config& cfg) {
   ModelConfig m;
   const std::string arch = cfg.get_string("model.arch");
   m.arch = arch == "llama" ? Arch::Llama : Arch::GPT2;
-  m.vocab_size = static_cast<int>(cfg.get_int("model.vocab_size"));
-  int padded = static_cast<int>(cfg.get_int("model.padded_vocab"));
+  m.vocab_size = cfg.get_int32("model.vocab_size");
+  const int padded = cfg.get_int32("model.padded_vocab");
   m.padded_vocab = padded > 0 ? padded : (m.vocab_size + 127) / 128 * 128;
   if (m.padded_vocab < m.vocab_size)
     throw ConfigError("model.padded_vocab: must be >= model.vocab_size (" + std::to_string(m.vocab_size) + ")");
-  m.n_layer = static_cast<int>(cfg.get_int("model.n_layer"));
-  m.n_head = static_cast<int>(cfg.get_int("model.n_head"));
-  m.d_model = static_cast<int>(cfg.get_int("model.d_model"));
-  m.max_seq_len = static_cast<int>(cfg.get_int("model.max_seq_len"));
-  m.mlp_hidden = static_cast<int>(cfg.get_int("model.mlp_hidden"));
+  m.n_layer = cfg.get_int32("model.n_layer");
+  m.n_head = cfg.get_int32("model.n_head");
+  m.d_model = cfg.get_int32("model.d_model");
+  m.max_seq_len = cfg.get_int32("model.max_seq_len");
+  m.mlp_hidden = cfg.get_int32("model.mlp_hidden");
   m.tied_head = cfg.get_bool("model.tied_head");
   m.rope_theta = static_cast<float>(cfg.get_float("model.rope_theta"));
   m.init_std = static_cast<float>(cfg.get_float("model.init_std"));

@@ -178,7 +178,7 @@ int main(int argc, char** argv) {
     otensors.push_back({p.name, rows, p.numel / rows, false, p.weight_decay, model.params() + p.offset,
                         model.grads() + p.offset});
   }
-  eco::WeightOptimizer adam(otensors, eco::OptimizerSpec{});
+  eco::WeightOptimizer adam(ops, otensors, eco::OptimizerSpec{});
   t0 = now();
   for (int i = 0; i < a.steps; ++i) {
     fwd_bwd();

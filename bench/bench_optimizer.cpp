@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/cpu_ops.h"
 #include "optim/weight_optimizer.h"
 
 using namespace eco;
@@ -102,7 +103,7 @@ class ModeRun {
     spec.weight_decay = 0.1f;
     spec.state_format = states;
     spec.seed = 1;
-    opt_ = std::make_unique<WeightOptimizer>(layout_.tensors, spec);
+    opt_ = std::make_unique<WeightOptimizer>(ops_, layout_.tensors, spec);
     for (size_t i = 0; i < layout_.tensors.size(); ++i)
       if (opt_->is_quantized(i)) opt_->init_quantized(i, initial[i].data());
     step();  // warm-up: first touch of the state pages
@@ -116,6 +117,7 @@ class ModeRun {
   Layout layout_;
   StateFormat states_;
   std::vector<std::vector<float>> values_;
+  CpuOps ops_;
   std::unique_ptr<WeightOptimizer> opt_;
   int64_t t_ = 0;
 };

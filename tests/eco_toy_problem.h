@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/cpu_ops.h"
 #include "optim/weight_optimizer.h"
 #include "quant/quant_tensor.h"
 
@@ -120,7 +121,7 @@ class ToyRun {
       t.grad = grads_[i].data();
       tensors.push_back(t);
     }
-    opt_ = std::make_unique<eco::WeightOptimizer>(tensors, spec);
+    opt_ = std::make_unique<eco::WeightOptimizer>(ops_, tensors, spec);
     for (size_t i = 0; i < shapes.size(); ++i)
       if (opt_->is_quantized(i)) opt_->init_quantized(i, init_[i].data());
   }
@@ -128,6 +129,7 @@ class ToyRun {
   ToyRun& operator=(const ToyRun&) = delete;
 
   eco::WeightOptimizer& opt() { return *opt_; }
+  eco::Ops& ops() { return ops_; }
   const eco::WeightOptimizer& opt() const { return *opt_; }
   size_t size() const { return init_.size(); }
 
@@ -168,6 +170,7 @@ class ToyRun {
 
  private:
   std::vector<std::vector<float>> init_, target_, values_, grads_;
+  eco::CpuOps ops_;  // the backend of the optimizer state (host memory: the test hooks read it)
   std::unique_ptr<eco::WeightOptimizer> opt_;
 };
 

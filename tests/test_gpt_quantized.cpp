@@ -173,6 +173,8 @@ class RecordingOps final : public eco::Ops {
   };
   std::vector<Gemm> fwd, bwd;
 
+  std::string describe() const override { return "recording " + cpu.describe(); }
+  size_t attention_saved_floats(int B, int T, int NH) const override { return cpu.attention_saved_floats(B, T, NH); }
   void* alloc(size_t bytes) override { return cpu.alloc(bytes); }
   void free(void* p) override { cpu.free(p); }
   void fill_zero(void* p, size_t bytes) override { cpu.fill_zero(p, bytes); }
@@ -256,6 +258,21 @@ class RecordingOps final : public eco::Ops {
                              int N, int V, int Vp) override {
     cpu.crossentropy_backward(dlogits, logits, lse, tgt, dloss, N, V, Vp);
   }
+  void quantize_rows(const eco::QuantRef& q, size_t r0, size_t r1, const float* x, eco::Rounding r,
+                     const eco::RandomKey* key, int64_t* bad) override {
+    cpu.quantize_rows(q, r0, r1, x, r, key, bad);
+  }
+  void dequantize_rows(float* out, const eco::QuantRef& q, size_t r0, size_t r1) override {
+    cpu.dequantize_rows(out, q, r0, r1);
+  }
+  void quantized_matmul_forward(float* out, const eco::QuantRef& a, const eco::QuantRef& w, const float* b, int N,
+                                int K, int OC) override {
+    cpu.quantized_matmul_forward(out, a, w, b, N, K, OC);
+  }
+  void optimizer_step(const eco::OptimStepArgs& a) override { cpu.optimizer_step(a); }
+  void accumulate_sum_squares(double* acc, const float* x, size_t n) override { cpu.accumulate_sum_squares(acc, x, n); }
+  void accumulate_mean(double* acc, const float* x, size_t n) override { cpu.accumulate_mean(acc, x, n); }
+  void scale(float* x, size_t n, float f) override { cpu.scale(x, n, f); }
 
  private:
   static std::vector<float> copy_of(const float* p, size_t n) { return std::vector<float>(p, p + n); }
@@ -437,7 +454,8 @@ TEST_CASE("external linear weights: resident-only buffers, llm.c refuses, scratc
   REQUIRE_NOTHROW(eco::load_llmc(normal, dir / "m.bin"));
 
   // activation_bytes: the weight scratch (largest linear, fc.w [128, 32]) and the operand scratch
-  // ([N, max in] inputs, [N, max out] output gradients), each a 64-byte aligned slice.
+  // ([N, max in] inputs, [N, max out] output gradients, the codes and scales being made), each a
+  // 64-byte aligned slice.
   const int B = 2, T = 8;
   const size_t N = B * T, H = cfg.hidden();
   auto slice = [](size_t floats) { return (floats * sizeof(float) + 63) / 64 * 64; };
@@ -446,14 +464,18 @@ TEST_CASE("external linear weights: resident-only buffers, llm.c refuses, scratc
   GPT::LinearQuantization q;
   q.quantize_activations = true;
   normal.set_linear_quantization(q);
-  REQUIRE(normal.activation_bytes(B, T) == base + slice(N * H));
+  // Plus the codes and per-row scales of the operand being quantized (2 bytes per element, as wide
+  // as the widest operand: fc's output H here).
+  const size_t operand = (N * H * 2 + 63) / 64 * 64 + slice(N);
+  REQUIRE(normal.activation_bytes(B, T) == base + slice(N * H) + operand);
   q.quantize_output_grads = true;
   normal.set_linear_quantization(q);
   const size_t max_out = std::max<size_t>(3 * 32, H);  // qkv or fc
-  REQUIRE(normal.activation_bytes(B, T) == base + slice(N * H) + slice(N * max_out));
+  REQUIRE(normal.activation_bytes(B, T) == base + slice(N * H) + slice(N * max_out) + operand);
   HostLinearSource source(ops, normal);
   normal.set_linear_weight_source(&source);
-  REQUIRE(normal.activation_bytes(B, T) == base + slice(N * H) + slice(N * max_out) + 128 * 32 * sizeof(float));
+  REQUIRE(normal.activation_bytes(B, T) ==
+          base + slice(N * H) + slice(N * max_out) + operand + 128 * 32 * sizeof(float));
 
   // Changing the quantization between forward and backward cancels the pending backward.
   const Batch b = make_batch(cfg.vocab_size, 1);

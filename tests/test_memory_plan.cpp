@@ -49,7 +49,7 @@ TEST_CASE("the memory plan equals what the model and optimizer allocate, in ever
             GPT::LinearQuantization q;
             q.quantize_activations = true;
             q.quantize_output_grads = sgdm;
-            const MemoryPlan p = plan_memory(mcfg, spec, q, B, T);
+            const MemoryPlan p = plan_memory(mcfg, spec, q, ops, B, T);
             CHECK(p.num_params == r.num_params);
             CHECK(p.num_params == w.model().num_params());
             CHECK(p.grad_bytes == r.grad_bytes);
@@ -68,7 +68,8 @@ TEST_CASE("the memory plan equals what the model and optimizer allocate, in ever
 TEST_CASE("GPT-2 124M plans llm.c's parameter count") {
   ModelConfig c;  // the defaults are GPT-2 small with llm.c's padded vocabulary
   c.padded_vocab = 50304;
-  const MemoryPlan p = plan_memory(c, OptimizerSpec{}, GPT::LinearQuantization{}, 4, 64);
+  CpuOps ops;
+  const MemoryPlan p = plan_memory(c, OptimizerSpec{}, GPT::LinearQuantization{}, ops, 4, 64);
   CHECK(p.num_params == 124475904);  // "num_parameters: 124475904" in llm.c's train_gpt2
   // fp32 AdamW: params, grads, m, v at 4 bytes each.
   CHECK(p.model_param_bytes + p.grad_bytes + p.moment_bytes == 16 * p.num_params);

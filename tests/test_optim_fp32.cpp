@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cpu/cpu_ops.h"
 #include "optim/weight_optimizer.h"
 #include "optim/grad_norm.h"
 #include "optim/lr_schedule.h"
@@ -45,7 +46,8 @@ TEST_CASE("AdamW matches a float64 reference over several steps, decay only wher
   spec.beta2 = 0.95f;
   spec.eps = 1e-8f;
   spec.weight_decay = 0.1f;
-  WeightOptimizer opt(tensors, spec);
+  CpuOps ops;
+  WeightOptimizer opt(ops, tensors, spec);
   std::vector<double> wr(w.begin(), w.end()), m(8, 0.0), v(8, 0.0);
   for (int t = 1; t <= 6; ++t) {
     for (int i = 0; i < 8; ++i) g[i] = static_cast<float>(std::sin(1.3 * i + 0.7 * t));

@@ -16,6 +16,7 @@
 #include "eco_toy_problem.h"
 #include "test_util.h"
 #include "train/checkpoint_store.h"
+#include "train/optimizer_checkpoint.h"
 
 using namespace eco;
 using namespace eco_test;
@@ -78,6 +79,7 @@ TEST_CASE("memory report: master-free modes hold no fp32 copy; 13 → 9 B/param 
 TEST_CASE("the optimizer refuses an fp32 value buffer for a quantized tensor in a master-free mode",
           "[eco][optim][memory]") {
   std::vector<float> value(64 * 32, 0.5f), grad(64 * 32, 0.0f);
+  CpuOps ops;
   for (WeightMode mode : kAllModes) {
     const WeightModeTraits tr = traits_of(mode);
     OptimTensor with_value{"w", 64, 32, true, false, value.data(), grad.data()};
@@ -85,11 +87,11 @@ TEST_CASE("the optimizer refuses an fp32 value buffer for a quantized tensor in 
     INFO(to_string(mode));
     if (tr.quantized && !tr.master) {
       // That buffer would be a hidden high-precision copy: the memory saving would be a lie.
-      CHECK_THROWS_AS(WeightOptimizer({with_value}, make_spec(mode)), Error);
-      CHECK_NOTHROW(WeightOptimizer({without_value}, make_spec(mode)));
+      CHECK_THROWS_AS(WeightOptimizer(ops, {with_value}, make_spec(mode)), Error);
+      CHECK_NOTHROW(WeightOptimizer(ops, {without_value}, make_spec(mode)));
     } else {
-      CHECK_NOTHROW(WeightOptimizer({with_value}, make_spec(mode)));
-      CHECK_THROWS_AS(WeightOptimizer({without_value}, make_spec(mode)), Error);
+      CHECK_NOTHROW(WeightOptimizer(ops, {with_value}, make_spec(mode)));
+      CHECK_THROWS_AS(WeightOptimizer(ops, {without_value}, make_spec(mode)), Error);
     }
   }
 }
@@ -125,13 +127,13 @@ TEST_CASE("checkpoint round trip in every mode continues bit-identically", "[eco
         for (int t = 1; t <= 3; ++t) a.step(lr, t);
         const auto run_dir = root / std::to_string(k++);
         CheckpointWriter w(run_dir, 3);
-        a.opt().save(w);
+        save_optimizer_state(a.opt(), a.ops(), w);
         const auto dir = w.commit();
 
         // The same problem, its state scrambled by other steps: everything must come from the checkpoint.
         ToyRun b(kCkptShapes, spec, 41);
         for (int t = 1; t <= 2; ++t) b.step(7 * lr, t + 10);
-        b.opt().load(load_checkpoint(dir));
+        load_optimizer_state(b.opt(), b.ops(), load_checkpoint(dir));
         expect_same_state(a, b);
         for (int t = 4; t <= 8; ++t) {
           a.step(lr * t / 4, t);
@@ -148,24 +150,24 @@ TEST_CASE("loading a checkpoint of another shape or mode is a CheckpointError", 
   ToyRun a(kCkptShapes, make_spec(WeightMode::Eco), 41);
   a.step(1e-3f, 1);
   CheckpointWriter w(root, 1);
-  a.opt().save(w);
+  save_optimizer_state(a.opt(), a.ops(), w);
   const auto dir = w.commit();
   // A wider tensor: every blob is too small for it.
   std::vector<ToyTensor> wider = kCkptShapes;
   wider[0].cols = 48;
   ToyRun b(wider, make_spec(WeightMode::Eco), 41);
-  CHECK_THROWS_AS(b.opt().load(load_checkpoint(dir)), CheckpointError);
+  CHECK_THROWS_AS(load_optimizer_state(b.opt(), b.ops(), load_checkpoint(dir)), CheckpointError);
   // A narrower one: blobs are larger than needed.
   std::vector<ToyTensor> narrower = kCkptShapes;
   narrower[0].cols = 32;
   ToyRun c(narrower, make_spec(WeightMode::Eco), 41);
-  CHECK_THROWS_AS(c.opt().load(load_checkpoint(dir)), CheckpointError);
+  CHECK_THROWS_AS(load_optimizer_state(c.opt(), c.ops(), load_checkpoint(dir)), CheckpointError);
   // The same shapes in master mode expect fp32 masters that an ECO checkpoint does not have.
   ToyRun d(kCkptShapes, make_spec(WeightMode::Master), 41);
-  CHECK_THROWS_AS(d.opt().load(load_checkpoint(dir)), CheckpointError);
+  CHECK_THROWS_AS(load_optimizer_state(d.opt(), d.ops(), load_checkpoint(dir)), CheckpointError);
   // bf16 states are half the bytes.
   ToyRun e(kCkptShapes, make_spec(WeightMode::Eco, OptimizerKind::AdamW, StateFormat::Bf16), 41);
-  CHECK_THROWS_AS(e.opt().load(load_checkpoint(dir)), CheckpointError);
+  CHECK_THROWS_AS(load_optimizer_state(e.opt(), e.ops(), load_checkpoint(dir)), CheckpointError);
 }
 
 // ---------------------------------------------------------------------------------------------

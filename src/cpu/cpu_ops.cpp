@@ -2,6 +2,7 @@
 #include "cpu/cpu_ops.h"
 
 #include <cblas.h>
+#include <omp.h>
 
 #include <chrono>
 #include <cstdio>
@@ -48,7 +49,17 @@ class CpuOps::Timer {
   std::chrono::steady_clock::time_point start_;
 };
 
-CpuOps::CpuOps() { cpu::blas_single_threaded(); }
+CpuOps::CpuOps(int threads) {
+  cpu::blas_single_threaded();
+  if (threads == 0) threads = omp_get_num_procs();
+  if (threads > 0) omp_set_num_threads(threads);
+}
+
+std::string CpuOps::describe() const { return "cpu (" + std::to_string(omp_get_max_threads()) + " threads)"; }
+
+size_t CpuOps::attention_saved_floats(int B, int T, int NH) const {
+  return static_cast<size_t>(B) * NH * T * T;  // the probabilities
+}
 
 // ---- buffers ----
 

@@ -13,6 +13,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "model/ops.h"
 
@@ -30,8 +31,11 @@ struct OpStats {
 
 class CpuOps final : public Ops {
  public:
-  // Sets OpenBLAS to one thread (see above); the thread count is OpenMP's (omp_set_num_threads).
-  CpuOps();
+  // Sets OpenBLAS to one thread (see above). threads > 0 sets OpenMP's thread count, 0 = one per
+  // core, < 0 leaves OpenMP as it is (tests).
+  explicit CpuOps(int threads = -1);
+  std::string describe() const override;
+  size_t attention_saved_floats(int B, int T, int NH) const override;
 
   void* alloc(size_t bytes) override;
   void free(void* p) override;
@@ -74,6 +78,16 @@ class CpuOps final : public Ops {
   void crossentropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
                              float dloss, int N, int V, int Vp) override;
 
+  void quantize_rows(const QuantRef& q, size_t row_begin, size_t row_end, const float* x, Rounding rounding,
+                     const RandomKey* key, int64_t* bad_count) override;
+  void dequantize_rows(float* out, const QuantRef& q, size_t row_begin, size_t row_end) override;
+  void quantized_matmul_forward(float* out, const QuantRef& a, const QuantRef& w, const float* bias, int N, int K,
+                                int OC) override;
+  void optimizer_step(const OptimStepArgs& args) override;
+  void accumulate_sum_squares(double* acc, const float* x, size_t n) override;
+  void accumulate_mean(double* acc, const float* x, size_t n) override;
+  void scale(float* x, size_t n, float factor) override;
+
   // ---- Optional timing counters (off by default; a steady_clock read per op when on) ----
   void set_profiling(bool on) { profiling_ = on; }
   bool profiling() const { return profiling_; }
@@ -85,6 +99,9 @@ class CpuOps final : public Ops {
  private:
   class Timer;  // RAII: adds elapsed time and flops to one category when profiling is on
   bool profiling_ = false;
+  // Scratch of the quantized GEMM (dequantized operands) and of the master-free step (one panel).
+  std::vector<float> operand_a_, operand_w_;
+  std::vector<float> w_tmp_, d_tmp_, m_tmp_, q_tmp_;
   std::array<OpStats, static_cast<int>(OpKind::Count)> stats_{};
 };
 

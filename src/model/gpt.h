@@ -45,6 +45,12 @@ class LinearWeightSource {
   // Writes the tensor's [out, in] values (e.g. dequantized FP8 codes × scales) to `out`, a buffer
   // of the model's backend holding numel floats. tensor_index indexes GPT::tensors().
   virtual void linear_weight_values(size_t tensor_index, float* out) const = 0;
+  // The stored quantized copy itself (codes + scales in backend memory), for the forward's
+  // quantized GEMM; nullptr when the source holds plain fp32 values.
+  virtual const QuantRef* linear_weight_quant(size_t tensor_index) const {
+    (void)tensor_index;
+    return nullptr;
+  }
 };
 
 struct GptOptions {
@@ -112,6 +118,9 @@ class GPT {
   // cross-entropy and prepares backward(); with targets == nullptr computes logits only and
   // returns NaN. Activations grow to the largest B and T seen.
   float forward(const int32_t* inputs, const int32_t* targets, int B, int T);
+  // The same forward without a host sync: adds the mean loss (as forward() would return it, in
+  // double) to *loss_acc, a backend double (the trainer reads its step scalars once).
+  void forward_accumulate_loss(const int32_t* inputs, const int32_t* targets, int B, int T, double* loss_acc);
   // (B, T, padded_vocab) logits of the last forward; backward() overwrites them with their gradient.
   const float* logits() const { return acts_.logits; }
 
@@ -123,7 +132,8 @@ class GPT {
   // external-weight scratch buffers) at this B, T.
   size_t activation_bytes(int B, int T) const;
   // The activation buffer alone for a model of this shape, without building one (memory planning).
-  static size_t activation_layout_bytes(const ModelConfig& cfg, const LinearQuantization& quant, int B, int T);
+  static size_t activation_layout_bytes(const ModelConfig& cfg, const LinearQuantization& quant, const Ops& ops, int B,
+                                        int T);
   // Parameter counts (total and without embeddings/head) and the shape.
   std::string summary() const;
   size_t num_non_embedding_params() const;
@@ -150,13 +160,17 @@ class GPT {
     // input [N, max in] and its output gradient [N, max out].
     float* input_q = nullptr;
     float* dout_q = nullptr;
+    void* operand_codes = nullptr;  // the quantized GEMM operand being made (codes; per-row scales below)
+    float* operand_scales = nullptr;
     int32_t* tokens = nullptr;
     int32_t* targets = nullptr;
     size_t total_bytes = 0;
   };
-  static ActPointers lay_out_activations(const ModelConfig& cfg, const LinearQuantization& quant, char* base, int B,
+  static ActPointers lay_out_activations(const ModelConfig& cfg, const LinearQuantization& quant, const Ops& ops,
+                                         char* base, int B,
                                          int T);
   void ensure_activations(int B, int T);
+  bool run_forward(const int32_t* inputs, const int32_t* targets, int B, int T);  // false without targets
   void build_layout();
 
   // THE place every block linear reads its weight: params() or, with a source, the scratch the
@@ -168,6 +182,8 @@ class GPT {
   const float* linear_input(const float* inp, int rows, int cols);
   // The output gradient the backward GEMMs consume (E5M2 rows in dout_q with quantize_output_grads).
   const float* linear_output_grad(const float* dout, int rows, int cols);
+  // rows×cols of `format` with per-row scales over the operand scratch of the activations.
+  QuantRef operand_ref(int rows, int cols, QuantFormat format) const;
   size_t linear_weight_offset(int layer, LinearSlot slot) const;  // into params_ / grads_
   float* linear_weight_grad(int layer, LinearSlot slot);
   const float* linear_bias(int layer, LinearSlot slot) const;

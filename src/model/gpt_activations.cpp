@@ -7,7 +7,8 @@
 
 namespace eco {
 
-GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQuantization& quant, char* base, int B,
+GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQuantization& quant, const Ops& ops,
+                                          char* base, int B,
                                           int T) {
   const size_t N = static_cast<size_t>(B) * T, C = cfg.d_model, H = cfg.hidden(), Vp = cfg.padded_vocab;
   const size_t NH = cfg.n_head;
@@ -32,7 +33,7 @@ GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQu
     l.ln1_rstd = f(N);
     l.qkv = f(N * 3 * C);
     l.atty = f(N * C);
-    l.att = f(static_cast<size_t>(B) * NH * T * T);
+    l.att = f(ops.attention_saved_floats(B, T, static_cast<int>(NH)));
     l.attproj = f(N * C);
     l.res2 = f(N * C);
     l.ln2 = f(N * C);
@@ -59,16 +60,22 @@ GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQu
   // after it is made.
   if (quant.quantize_activations) a.input_q = f(N * (H > C ? H : C));
   if (quant.quantize_output_grads) a.dout_q = f(N * std::max({3 * C, C, mlp_in}));
+  if (quant.quantize_activations || quant.quantize_output_grads) {
+    // Codes of the widest operand, 2 bytes each (BF16 operands of the bf16 modes), one scale per row.
+    a.operand_codes = take(N * std::max({3 * C, C, H, mlp_in}) * 2);
+    a.operand_scales = f(N);
+  }
   a.total_bytes = off;
   return a;
 }
 
 size_t GPT::activation_bytes(int B, int T) const {
-  return lay_out_activations(cfg_, quant_, nullptr, B, T).total_bytes + weight_scratch_floats() * sizeof(float);
+  return lay_out_activations(cfg_, quant_, ops_, nullptr, B, T).total_bytes + weight_scratch_floats() * sizeof(float);
 }
 
-size_t GPT::activation_layout_bytes(const ModelConfig& cfg, const LinearQuantization& quant, int B, int T) {
-  return lay_out_activations(cfg, quant, nullptr, B, T).total_bytes;
+size_t GPT::activation_layout_bytes(const ModelConfig& cfg, const LinearQuantization& quant, const Ops& ops, int B,
+                                   int T) {
+  return lay_out_activations(cfg, quant, ops, nullptr, B, T).total_bytes;
 }
 
 void GPT::set_linear_quantization(const LinearQuantization& q) {
@@ -91,11 +98,11 @@ void GPT::ensure_activations(int B, int T) {
   const int nt = T > act_T_ ? T : act_T_;
   if (act_buffer_) ops_.free(act_buffer_);
   act_buffer_ = nullptr;
-  act_buffer_ = static_cast<char*>(ops_.alloc(lay_out_activations(cfg_, quant_, nullptr, nb, nt).total_bytes));
+  act_buffer_ = static_cast<char*>(ops_.alloc(lay_out_activations(cfg_, quant_, ops_, nullptr, nb, nt).total_bytes));
   act_B_ = nb;
   act_T_ = nt;
   // Pointers for the capacity shape; a smaller (B, T) uses the front of each slice.
-  acts_ = lay_out_activations(cfg_, quant_, act_buffer_, act_B_, act_T_);
+  acts_ = lay_out_activations(cfg_, quant_, ops_, act_buffer_, act_B_, act_T_);
 }
 
 }  // namespace eco

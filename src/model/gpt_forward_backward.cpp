@@ -10,7 +10,6 @@
 
 #include "core/error.h"
 #include "model/gpt.h"
-#include "quant/quant_rows.h"
 
 namespace eco {
 
@@ -61,20 +60,46 @@ float* GPT::linear_bias_grad(int layer, LinearSlot slot) {
 
 // NaN/Inf inputs are not counted here: they reach the loss (or the gradient norm), where the
 // trainer detects them and skips the step.
+QuantRef GPT::operand_ref(int rows, int cols, QuantFormat format) const {
+  QuantRef q;
+  q.codes = acts_.operand_codes;
+  q.scales = acts_.operand_scales;
+  q.rows = static_cast<size_t>(rows);
+  q.cols = static_cast<size_t>(cols);
+  q.format = format;
+  q.granularity = ScaleGranularity::PerRow;
+  return q;
+}
+
 const float* GPT::linear_input(const float* inp, int rows, int cols) {
   if (!quant_.quantize_activations) return inp;
-  quantize_dequantize_rows(quant_.act_format, inp, acts_.input_q, static_cast<size_t>(rows), static_cast<size_t>(cols));
+  const QuantRef q = operand_ref(rows, cols, quant_.act_format);
+  ops_.quantize_rows(q, 0, q.rows, inp, Rounding::RTN, nullptr, nullptr);
+  ops_.dequantize_rows(acts_.input_q, q, 0, q.rows);
   return acts_.input_q;
 }
 
 const float* GPT::linear_output_grad(const float* dout, int rows, int cols) {
   if (!quant_.quantize_output_grads) return dout;
-  quantize_dequantize_rows(QuantFormat::E5M2, dout, acts_.dout_q, static_cast<size_t>(rows), static_cast<size_t>(cols));
+  const QuantRef q = operand_ref(rows, cols, QuantFormat::E5M2);
+  ops_.quantize_rows(q, 0, q.rows, dout, Rounding::RTN, nullptr, nullptr);
+  ops_.dequantize_rows(acts_.dout_q, q, 0, q.rows);
   return acts_.dout_q;
 }
 
+// With a quantized stored weight and quantized activations, the forward is one quantized GEMM of
+// the two codes + scales (FP8 on the GPU); NaN/Inf inputs stay NaN/Inf in their codes and reach
+// the loss, where the trainer skips the step.
 void GPT::linear_forward(float* out, const float* inp, int layer, LinearSlot slot, int N) {
   const LinearDims d = linear_dims(slot);
+  const size_t index = linear_tensor_index_[static_cast<size_t>(layer)][static_cast<size_t>(slot)];
+  const QuantRef* wq = weight_source_ ? weight_source_->linear_weight_quant(index) : nullptr;
+  if (wq && quant_.quantize_activations) {
+    const QuantRef a = operand_ref(N, d.in, quant_.act_format);
+    ops_.quantize_rows(a, 0, a.rows, inp, Rounding::RTN, nullptr, nullptr);
+    ops_.quantized_matmul_forward(out, a, *wq, linear_bias(layer, slot), N, d.in, d.out);
+    return;
+  }
   ops_.matmul_forward(out, linear_input(inp, N, d.in), linear_weight(layer, slot), linear_bias(layer, slot), N, d.in,
                       d.out);
 }
@@ -110,6 +135,22 @@ void GPT::norm_backward(float* dinp, const float* dout, const float* inp, const 
 // ---- forward ----
 
 float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
+  if (!run_forward(inputs, targets, B, T)) return std::numeric_limits<float>::quiet_NaN();
+  const int N = B * T;
+  std::vector<float> losses(N);
+  ops_.copy_to_host(losses.data(), acts_.losses, N * sizeof(float));
+  double sum = 0.0;  // in order, in double: the mean is the same whatever the thread count
+  for (float v : losses) sum += v;
+  return static_cast<float>(sum / N);
+}
+
+void GPT::forward_accumulate_loss(const int32_t* inputs, const int32_t* targets, int B, int T, double* loss_acc) {
+  if (!targets) throw Error("GPT::forward_accumulate_loss needs targets");
+  run_forward(inputs, targets, B, T);
+  ops_.accumulate_mean(loss_acc, acts_.losses, static_cast<size_t>(B) * T);
+}
+
+bool GPT::run_forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
   if (B < 1 || T < 1) throw ConfigError("forward: batch size and sequence length must be positive");
   if (T > cfg_.max_seq_len)
     throw ConfigError("sequence length " + std::to_string(T) + " exceeds model.max_seq_len (" +
@@ -156,16 +197,12 @@ float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) 
   }
   norm_forward(a.lnf, a.lnf_mean, a.lnf_rstd, x, v_.lnfw, gpt2 ? v_.lnfb : 0, N);
   ops_.matmul_forward(a.logits, a.lnf, params_ + head_offset(), nullptr, N, C, cfg_.padded_vocab);
-  if (!targets) return std::numeric_limits<float>::quiet_NaN();
+  if (!targets) return false;
 
   ops_.copy_from_host(a.targets, targets, N * sizeof(int32_t));
   ops_.crossentropy_forward(a.losses, a.lse, a.logits, a.targets, N, V, cfg_.padded_vocab);
-  std::vector<float> losses(N);
-  ops_.copy_to_host(losses.data(), a.losses, N * sizeof(float));
-  double sum = 0.0;  // in order, in double: the mean is the same whatever the thread count
-  for (float v : losses) sum += v;
   backward_ready_ = true;
-  return static_cast<float>(sum / N);
+  return true;
 }
 
 // ---- backward ----

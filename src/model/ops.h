@@ -12,6 +12,9 @@
 //   model keeps in one buffer across layers (as llm.c does).
 #include <cstddef>
 #include <cstdint>
+#include <string>
+
+#include "model/ops_state.h"
 
 namespace eco {
 
@@ -27,6 +30,8 @@ class Ops {
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;  // buffer to buffer
   float* alloc_floats(size_t n) { return static_cast<float*>(alloc(n * sizeof(float))); }
+  // One line for logs: "cpu (2 threads)", "cuda:0 NVIDIA H200 (139.8 GiB)".
+  virtual std::string describe() const = 0;
   int32_t* alloc_ints(size_t n) { return static_cast<int32_t*>(alloc(n * sizeof(int32_t))); }
 
   // ---- Embedding: out[b,t,:] = wte[tok[b,t],:] + wpe[t,:]  (wpe == nullptr: no learned positions) ----
@@ -58,7 +63,10 @@ class Ops {
                                const float* weight, int N, int C, int OC) = 0;
 
   // ---- Causal multi-head attention from the fused qkv[B,T,3C] (q | k | v, head h at h*C/NH) ----
-  // out[B,T,C]; att[B,NH,T,T] saves the softmax probabilities (zero above the diagonal).
+  // out[B,T,C]; `saved` holds what this backend keeps for the backward, attention_saved_floats()
+  // floats: the CPU saves the softmax probabilities [B,NH,T,T] (zero above the diagonal), the GPU
+  // only the log-sum-exp of each row [B,NH,T] and recomputes the rest (flash-style, O(T) memory).
+  virtual size_t attention_saved_floats(int B, int T, int NH) const = 0;
   virtual void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int NH) = 0;
   // dqkv = gradient w.r.t. qkv (overwritten).
   virtual void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att, int B, int T,
@@ -93,6 +101,32 @@ class Ops {
   // dlogits = dloss · (softmax − onehot(target)); dlogits may alias logits (in place).
   virtual void crossentropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
                                      float dloss, int N, int V, int Vp) = 0;
+
+  // ---- Quantized operands (codes + scales in backend memory; ops_state.h) ----
+  // Rows [row_begin, row_end) of q from the fp32 rows x (x points at row row_begin): fresh scales
+  // from the rows' absmax, then codes rounded to nearest or stochastically (SR keyed by *key and the
+  // flat index in the whole tensor). If x holds NaN/Inf, q is left as it was and *bad_count (a
+  // backend int64, may be nullptr) grows by their number. The range must be self-contained for
+  // the granularity (any rows per-row; 128-row bands for 128x128 blocks; all rows per-tensor).
+  virtual void quantize_rows(const QuantRef& q, size_t row_begin, size_t row_end, const float* x, Rounding rounding,
+                             const RandomKey* key, int64_t* bad_count) = 0;
+  // out (rows [row_begin, row_end) of q, row-major fp32) = decode(code)·scale.
+  virtual void dequantize_rows(float* out, const QuantRef& q, size_t row_begin, size_t row_end) = 0;
+  // out[N,OC] = dequant(a)[N,K] · dequant(w)[OC,K]ᵀ + bias: both operands quantized with one scale
+  // per row (the GPU runs an FP8 GEMM; the CPU dequantizes and multiplies in fp32, which is exact
+  // for these operands up to the fp32 accumulation).
+  virtual void quantized_matmul_forward(float* out, const QuantRef& a, const QuantRef& w, const float* bias, int N,
+                                        int K, int OC) = 0;
+
+  // ---- Optimizer and reductions: the step's state never leaves the backend ----
+  virtual void optimizer_step(const OptimStepArgs& args) = 0;
+  // *acc (backend double) += Σ x[i]² over n, summed in double.
+  virtual void accumulate_sum_squares(double* acc, const float* x, size_t n) = 0;
+  // *acc (backend double) += (double)(float)(Σ x[i] / n), the mean in double rounded to float (a
+  // micro-batch's mean loss, as forward() returns it).
+  virtual void accumulate_mean(double* acc, const float* x, size_t n) = 0;
+  // x[i] *= factor.
+  virtual void scale(float* x, size_t n, float factor) = 0;
 };
 
 }  // namespace eco

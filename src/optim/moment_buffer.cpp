@@ -4,17 +4,59 @@
 
 namespace eco {
 
-MomentBuffer::MomentBuffer(size_t n, StateFormat format) : format_(format) {
-  if (format == StateFormat::Fp32) f32_.assign(n, 0.0f);
-  else b16_.assign(n, 0);  // bf16 code 0 is +0
+MomentBuffer::MomentBuffer(size_t n, StateFormat format) : format_(format), n_(n) {
+  if (format == StateFormat::Fp32) own_f32_.assign(n, 0.0f);
+  else own_b16_.assign(n, 0);  // bf16 code 0 is +0
+  point_at_own_storage();
+}
+
+MomentBuffer MomentBuffer::view(void* data, size_t n, StateFormat format) {
+  MomentBuffer b;
+  b.format_ = format;
+  b.n_ = n;
+  b.owning_ = false;
+  if (format == StateFormat::Fp32) b.f32_ = static_cast<float*>(data);
+  else b.b16_ = static_cast<uint16_t*>(data);
+  return b;
+}
+
+void MomentBuffer::point_at_own_storage() {
+  if (!owning_) return;
+  f32_ = own_f32_.data();
+  b16_ = own_b16_.data();
+}
+
+MomentBuffer& MomentBuffer::operator=(const MomentBuffer& o) {
+  if (this == &o) return *this;
+  format_ = o.format_;
+  n_ = o.n_;
+  own_f32_ = o.own_f32_;
+  own_b16_ = o.own_b16_;
+  owning_ = o.owning_;
+  f32_ = o.f32_;
+  b16_ = o.b16_;
+  point_at_own_storage();
+  return *this;
+}
+
+MomentBuffer& MomentBuffer::operator=(MomentBuffer&& o) noexcept {
+  format_ = o.format_;
+  n_ = o.n_;
+  own_f32_ = std::move(o.own_f32_);
+  own_b16_ = std::move(o.own_b16_);
+  owning_ = o.owning_;
+  f32_ = o.f32_;
+  b16_ = o.b16_;
+  point_at_own_storage();
+  return *this;
 }
 
 void MomentBuffer::store(size_t begin, size_t n, const float* src, const RandomKey& key) {
   if (format_ == StateFormat::Fp32) {
-    std::copy_n(src, n, f32_.data() + begin);
+    std::copy_n(src, n, f32_ + begin);
     return;
   }
-  uint16_t* dst = b16_.data();
+  uint16_t* dst = b16_;
   size_t i = begin;
   const size_t end = begin + n;
   for (; i < end && (i & 3u) != 0; ++i) dst[i] = bf16_encode_sr(src[i - begin], random_bits(key, i));
@@ -26,7 +68,7 @@ void MomentBuffer::store(size_t begin, size_t n, const float* src, const RandomK
 }
 
 void MomentBuffer::load(size_t begin, size_t n, float* dst) const {
-  if (format_ == StateFormat::Fp32) std::copy_n(f32_.data() + begin, n, dst);
+  if (format_ == StateFormat::Fp32) std::copy_n(f32_ + begin, n, dst);
   else
     for (size_t i = 0; i < n; ++i) dst[i] = bf16_decode(b16_[begin + i]);
 }

@@ -16,6 +16,14 @@ class MomentBuffer {
  public:
   MomentBuffer() = default;
   MomentBuffer(size_t n, StateFormat format);
+  // A view over n elements of storage owned elsewhere (the CPU backend's buffers); copies stay views.
+  static MomentBuffer view(void* data, size_t n, StateFormat format);
+  MomentBuffer(const MomentBuffer& o) { *this = o; }
+  MomentBuffer& operator=(const MomentBuffer& o);
+  MomentBuffer(MomentBuffer&& o) noexcept { *this = std::move(o); }
+  MomentBuffer& operator=(MomentBuffer&& o) noexcept;
+
+  static size_t element_bytes(StateFormat f) { return f == StateFormat::Fp32 ? sizeof(float) : sizeof(uint16_t); }
 
   float get(size_t i) const { return format_ == StateFormat::Fp32 ? f32_[i] : bf16_decode(b16_[i]); }
   // `key` selects the SR stream (used by bf16 only); i is also the element index of the draw.
@@ -33,7 +41,7 @@ class MomentBuffer {
   // Elements begin .. begin+n−1 as fp32 to update: fp32 states in place, bf16 ones decoded into
   // scratch. commit() stores them back (a no-op in place), so fp32 states pay no copies.
   float* view(size_t begin, size_t n, float* scratch) {
-    if (format_ == StateFormat::Fp32) return f32_.data() + begin;
+    if (format_ == StateFormat::Fp32) return f32_ + begin;
     load(begin, n, scratch);
     return scratch;
   }
@@ -41,16 +49,23 @@ class MomentBuffer {
     if (format_ != StateFormat::Fp32) store(begin, n, data, key);
   }
 
-  size_t size() const { return format_ == StateFormat::Fp32 ? f32_.size() : b16_.size(); }
-  size_t bytes() const { return f32_.size() * sizeof(float) + b16_.size() * sizeof(uint16_t); }
+  size_t size() const { return n_; }
+  size_t bytes() const { return n_ * element_bytes(format_); }
   StateFormat format() const { return format_; }
-  const void* data() const { return format_ == StateFormat::Fp32 ? static_cast<const void*>(f32_.data()) : b16_.data(); }
-  void* data() { return format_ == StateFormat::Fp32 ? static_cast<void*>(f32_.data()) : b16_.data(); }
+  const void* data() const { return format_ == StateFormat::Fp32 ? static_cast<const void*>(f32_) : b16_; }
+  void* data() { return format_ == StateFormat::Fp32 ? static_cast<void*>(f32_) : b16_; }
 
  private:
+  void point_at_own_storage();
+
   StateFormat format_ = StateFormat::Fp32;
-  std::vector<float> f32_;
-  std::vector<uint16_t> b16_;
+  size_t n_ = 0;
+  // Storage: the vectors when this buffer owns it, else empty and the pointers lead elsewhere.
+  std::vector<float> own_f32_;
+  std::vector<uint16_t> own_b16_;
+  bool owning_ = true;
+  float* f32_ = nullptr;
+  uint16_t* b16_ = nullptr;
 };
 
 }  // namespace eco

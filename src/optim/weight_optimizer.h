@@ -1,22 +1,23 @@
 #pragma once
 // The optimizer over every parameter tensor in every weight mode (DESIGN.md §4): AdamW or SGD with
 // momentum; fp32 or bf16 moments; for the quantized tensors, the low-precision stored copy with
-// or without an fp32 master, RTN or SR, with or without ECO's error feedback. It owns the
-// quantized weights and the optimizer state; fp32 values (resident tensors, masters) stay in the
-// caller's buffers and are updated in place.
+// or without an fp32 master, RTN or SR, with or without ECO's error feedback.
+//
+// Device residency: the stored copies (codes + scales) and the moments are allocated through the
+// backend's Ops and updated by its fused optimizer_step, one call per tensor; fp32 values
+// (resident tensors, masters) stay in the caller's backend buffers and are updated in place. The
+// optimizer never dereferences a backend pointer; checkpoint I/O is the caller's (state_pieces()).
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "model/ops.h"
 #include "optim/memory_report.h"
 #include "optim/moment_buffer.h"
 #include "optim/weight_mode.h"
 #include "quant/quant_tensor.h"
 
 namespace eco {
-
-class CheckpointWriter;
-struct LoadedCheckpoint;
 
 struct OptimizerSpec {
   WeightMode mode = WeightMode::Fp32;
@@ -37,61 +38,75 @@ struct OptimTensor {
   size_t rows = 0, cols = 0;  // 1-D tensors: rows = 1
   bool quantize = false;      // stored quantized when the mode is quantized (the block linears)
   bool weight_decay = false;
-  // fp32 values updated in place: the weight itself, or the master of a quantized tensor. Must be
-  // nullptr for quantized tensors in master-free modes (there is no high-precision copy) and
-  // non-null otherwise.
+  // fp32 values (backend memory) updated in place: the weight itself, or the master of a
+  // quantized tensor. Must be nullptr for quantized tensors in master-free modes (there is no
+  // high-precision copy) and non-null otherwise.
   float* value = nullptr;
-  const float* grad = nullptr;
+  const float* grad = nullptr;  // backend memory
+};
+
+// One piece of optimizer state for a checkpoint: `bytes` of backend memory at `data`, which goes
+// into the blob named `blob`; pieces of one blob are consecutive, in tensor order.
+struct StatePiece {
+  const char* blob;  // "values.f32", "codes.bin", "scales.f32", "m.bin", "v.bin"
+  void* data;
+  size_t bytes;
+  std::string tensor;
 };
 
 class WeightOptimizer {
  public:
-  WeightOptimizer(std::vector<OptimTensor> tensors, const OptimizerSpec& spec);
+  WeightOptimizer(Ops& ops, std::vector<OptimTensor> tensors, const OptimizerSpec& spec);
+  ~WeightOptimizer();
+  WeightOptimizer(const WeightOptimizer&) = delete;
+  WeightOptimizer& operator=(const WeightOptimizer&) = delete;
 
   const OptimizerSpec& spec() const { return spec_; }
   const std::vector<OptimTensor>& tensors() const { return tensors_; }
-  bool is_quantized(size_t i) const { return !quant_[i].empty(); }
+  bool is_quantized(size_t i) const { return quant_[i].codes != nullptr; }
   bool has_master(size_t i) const { return is_quantized(i) && traits_.master; }
+  // The stored copy of quantized tensor i, in backend memory (what the forward multiplies by).
+  const QuantRef& quant_ref(size_t i) const { return quant_[i]; }
 
-  // Makes the stored copies from the initial values: for master modes from the masters (`values`
-  // ignored), for master-free modes from `values` (the tensor's initial fp32 values, RTN as the
-  // paper's ŵ0 = q(w0)). Call once per quantized tensor before the first forward.
-  void init_quantized(size_t i, const float* values = nullptr);
+  // Makes the stored copies from the initial values: for master modes from the masters
+  // (`host_values` ignored), for master-free modes from `host_values` (the tensor's initial fp32
+  // values, host memory; RTN as the paper's ŵ0 = q(w0)). Call once per quantized tensor.
+  void init_quantized(size_t i, const float* host_values = nullptr);
 
-  // The fp32 values the forward must use for tensor i: the dequantized stored copy for quantized
-  // tensors, the fp32 value otherwise.
-  void weight_values(size_t i, float* out) const;
+  // The fp32 values the forward uses for tensor i, copied to host memory (export, tests).
+  void weight_values(size_t i, float* host_out) const;
 
-  // One update of every tensor with learning rate lr; t = 1-based update count including this one.
-  // Throws NumericsError when an updated weight is not finite (state before the step is lost:
-  // resume from the last checkpoint).
-  void step(float lr, int64_t t);
+  // One update of every tensor with learning rate lr; t = 1-based update count including this
+  // one; the gradients are multiplied by grad_scale (the clip factor) as they are read. The number
+  // of updated weights that came out non-finite is added to *bad_count (backend int64) without a
+  // host sync; with bad_count == nullptr the optimizer reads its own count and throws
+  // NumericsError when it is not 0 (state before the step is lost: resume from a checkpoint).
+  void step(float lr, int64_t t, float grad_scale = 1.0f, int64_t* bad_count = nullptr);
 
   // Counted from the allocated buffers; fp32 values are counted from the OptimTensor pointers.
   MemoryReport memory() const;
 
-  void save(CheckpointWriter& w) const;
-  void load(const LoadedCheckpoint& ckpt);  // CheckpointError on any size or format mismatch
+  // Every piece of state, in checkpoint order: per blob, per tensor.
+  std::vector<StatePiece> state_pieces() const;
 
-  // Test hooks: the stored moments.
-  const MomentBuffer& m(size_t i) const { return m_[i]; }
-  const MomentBuffer& v(size_t i) const { return v_[i]; }
-  const QuantTensor& quantized(size_t i) const { return quant_[i].front(); }
+  // Test hooks, valid where backend memory is host memory (the CPU backend): views of the stored
+  // moments and copies.
+  MomentBuffer m(size_t i) const { return MomentBuffer::view(m_[i], numel(i), spec_.state_format); }
+  MomentBuffer v(size_t i) const { return MomentBuffer::view(v_[i], v_[i] ? numel(i) : 0, spec_.state_format); }
+  QuantTensor quantized(size_t i) const;
 
  private:
-  void step_fp32_values(size_t i, float lr, int64_t t);
-  void step_quantized_only(size_t i, float lr, int64_t t);
-  size_t panel_rows(size_t i) const;
+  size_t numel(size_t i) const { return tensors_[i].rows * tensors_[i].cols; }
+  void release();
   RandomKey key(size_t i, uint32_t stream, int64_t t) const;
 
+  Ops& ops_;
   std::vector<OptimTensor> tensors_;
   OptimizerSpec spec_;
   WeightModeTraits traits_;
-  // One stored copy per quantized tensor (vector of 0 or 1: QuantTensor has no empty state).
-  std::vector<std::vector<QuantTensor>> quant_;
-  std::vector<MomentBuffer> m_, v_;
-  // Per-panel scratch of the master-free update (a few rows at a time, never a whole-model copy).
-  std::vector<float> w_tmp_, d_tmp_, m_tmp_, q_tmp_;
+  std::vector<QuantRef> quant_;    // codes == nullptr for tensors that are not quantized
+  std::vector<void*> m_, v_;       // backend buffers (v_ nullptr for SGDM)
+  int64_t* own_bad_count_ = nullptr;  // backend int64 for step() without a caller's counter
 };
 
 }  // namespace eco

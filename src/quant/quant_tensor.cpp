@@ -14,24 +14,13 @@ namespace {
 constexpr size_t kParallelMinElements = size_t{1} << 15;
 
 template <class C>
-typename C::Code* codes_of(std::vector<uint8_t>& c8, std::vector<uint16_t>& c16) {
+typename C::Code* codes_of(uint8_t* c8, uint16_t* c16) {
   if constexpr (sizeof(typename C::Code) == 1) {
     (void)c16;
-    return c8.data();
+    return c8;
   } else {
     (void)c8;
-    return c16.data();
-  }
-}
-
-template <class C>
-const typename C::Code* codes_of(const std::vector<uint8_t>& c8, const std::vector<uint16_t>& c16) {
-  if constexpr (sizeof(typename C::Code) == 1) {
-    (void)c16;
-    return c8.data();
-  } else {
-    (void)c8;
-    return c16.data();
+    return c16;
   }
 }
 
@@ -54,11 +43,69 @@ QuantTensor::QuantTensor(size_t rows, size_t cols, QuantFormat format, ScaleGran
                          bool pow2_scales)
     : format_(format), layout_{granularity, rows, cols}, pow2_scales_(pow2_scales) {
   if (format == QuantFormat::BF16) {
-    codes16_.assign(rows * cols, 0);
+    own_codes16_.assign(rows * cols, 0);
   } else {
-    codes8_.assign(rows * cols, 0);
-    scales_.assign(layout_.count(), 1.0f);  // all-zero codes with scale 1: an exact zero tensor
+    own_codes8_.assign(rows * cols, 0);
+    own_scales_.assign(layout_.count(), 1.0f);  // all-zero codes with scale 1: an exact zero tensor
   }
+  point_at_own_storage();
+}
+
+QuantTensor QuantTensor::view(void* codes, float* scales, size_t rows, size_t cols, QuantFormat format,
+                              ScaleGranularity granularity, bool pow2_scales) {
+  QuantTensor q;
+  q.format_ = format;
+  q.layout_ = ScaleLayout{granularity, rows, cols};
+  q.pow2_scales_ = pow2_scales;
+  q.owning_ = false;
+  if (format == QuantFormat::BF16) q.codes16_ = static_cast<uint16_t*>(codes);
+  else q.codes8_ = static_cast<uint8_t*>(codes);
+  q.scales_ = format_is_scaled(format) ? scales : nullptr;
+  return q;
+}
+
+void QuantTensor::point_at_own_storage() {
+  if (!owning_) return;
+  codes8_ = own_codes8_.data();
+  codes16_ = own_codes16_.data();
+  scales_ = own_scales_.data();
+}
+
+QuantTensor::QuantTensor(const QuantTensor& o)
+    : format_(o.format_), layout_(o.layout_), pow2_scales_(o.pow2_scales_), own_codes8_(o.own_codes8_),
+      own_codes16_(o.own_codes16_), own_scales_(o.own_scales_), owning_(o.owning_), codes8_(o.codes8_),
+      codes16_(o.codes16_), scales_(o.scales_) {
+  point_at_own_storage();
+}
+
+QuantTensor& QuantTensor::operator=(const QuantTensor& o) {
+  if (this != &o) {
+    QuantTensor copy(o);
+    *this = std::move(copy);
+  }
+  return *this;
+}
+
+QuantTensor::QuantTensor(QuantTensor&& o) noexcept
+    : format_(o.format_), layout_(o.layout_), pow2_scales_(o.pow2_scales_), own_codes8_(std::move(o.own_codes8_)),
+      own_codes16_(std::move(o.own_codes16_)), own_scales_(std::move(o.own_scales_)), owning_(o.owning_),
+      codes8_(o.codes8_), codes16_(o.codes16_), scales_(o.scales_) {
+  point_at_own_storage();  // a moved vector keeps its buffer, but re-point to be explicit
+}
+
+QuantTensor& QuantTensor::operator=(QuantTensor&& o) noexcept {
+  format_ = o.format_;
+  layout_ = o.layout_;
+  pow2_scales_ = o.pow2_scales_;
+  own_codes8_ = std::move(o.own_codes8_);
+  own_codes16_ = std::move(o.own_codes16_);
+  own_scales_ = std::move(o.own_scales_);
+  owning_ = o.owning_;
+  codes8_ = o.codes8_;
+  codes16_ = o.codes16_;
+  scales_ = o.scales_;
+  point_at_own_storage();
+  return *this;
 }
 
 void QuantTensor::check_rows(size_t row_begin, size_t row_end, const char* what) const {
@@ -72,7 +119,7 @@ size_t QuantTensor::quantize_from(const float* x, Rounding rounding, const SrKey
 }
 
 size_t QuantTensor::quantize_rows_from(size_t row_begin, size_t row_end, const float* x_rows, Rounding rounding,
-                                       const SrKey* key) {
+                                       const SrKey* key, NonFinite on_non_finite) {
   check_rows(row_begin, row_end, "QuantTensor::quantize_rows_from");
   if (rounding == Rounding::SR && key == nullptr)
     throw Error("QuantTensor: stochastic rounding needs an SrKey (seed, step, tensor id)");
@@ -87,15 +134,15 @@ size_t QuantTensor::quantize_rows_from(size_t row_begin, size_t row_end, const f
   size_t non_finite;
   if (format_is_scaled(format_)) {
     thread_local std::vector<float> scratch;
-    if (scratch.size() < scales_.size()) scratch.resize(scales_.size());
+    if (scratch.size() < scale_count()) scratch.resize(scale_count());
     non_finite = compute_scales(layout_, x_rows, row_begin, row_end, format_max(format_), pow2_scales_, scratch.data());
-    if (non_finite > 0) return non_finite;
+    if (non_finite > 0 && on_non_finite == NonFinite::Keep) return non_finite;
     const size_t first = layout_.index(row_begin, 0), last = layout_.index(row_end - 1, cols - 1) + 1;
     std::copy(scratch.begin() + static_cast<std::ptrdiff_t>(first), scratch.begin() + static_cast<std::ptrdiff_t>(last),
-              scales_.begin() + static_cast<std::ptrdiff_t>(first));
+              scales_ + first);
   } else {
     non_finite = count_non_finite(x_rows, n);
-    if (non_finite > 0) return non_finite;
+    if (non_finite > 0 && on_non_finite == NonFinite::Keep) return non_finite;
   }
 
   // Pass 2: codes, one task per row; every element's result depends only on its own value,
@@ -103,7 +150,7 @@ size_t QuantTensor::quantize_rows_from(size_t row_begin, size_t row_end, const f
   dispatch_format(format_, [&](auto codec) {
     using C = decltype(codec);
     typename C::Code* codes = codes_of<C>(codes8_, codes16_);
-    const float* scales = scales_.data();
+    const float* scales = scales_;
 #pragma omp parallel for schedule(static) if (n >= kParallelMinElements)
     for (size_t r = 0; r < n_rows; ++r) {
       const size_t row = row_begin + r;
@@ -118,7 +165,7 @@ size_t QuantTensor::quantize_rows_from(size_t row_begin, size_t row_end, const f
       });
     }
   });
-  return 0;
+  return non_finite;
 }
 
 void QuantTensor::dequantize_to(float* out) const { dequantize_rows(0, rows(), out); }
@@ -158,7 +205,7 @@ float QuantTensor::value(size_t flat_index) const {
 }
 
 const uint8_t* QuantTensor::code_data() const {
-  return format_ == QuantFormat::BF16 ? reinterpret_cast<const uint8_t*>(codes16_.data()) : codes8_.data();
+  return format_ == QuantFormat::BF16 ? reinterpret_cast<const uint8_t*>(codes16_) : codes8_;
 }
 
 void QuantTensor::load_raw(const uint8_t* codes, size_t n_code_bytes, const float* scales, size_t n_scales) {
@@ -175,12 +222,12 @@ void QuantTensor::load_raw(const uint8_t* codes, size_t n_code_bytes, const floa
     if (!(std::isfinite(scales[i]) && scales[i] > 0.0f))
       throw CheckpointError("quantized tensor " + shape + ": scale " + std::to_string(i) + " is " +
                             std::to_string(scales[i]) + "; scales must be finite and positive (corrupt checkpoint?)");
-  std::copy(scales, scales + n_scales, scales_.begin());
+  std::copy(scales, scales + n_scales, scales_);
   if (n_code_bytes == 0) return;
   if (format_ == QuantFormat::BF16)
-    std::memcpy(codes16_.data(), codes, n_code_bytes);
+    std::memcpy(codes16_, codes, n_code_bytes);
   else
-    std::memcpy(codes8_.data(), codes, n_code_bytes);
+    std::memcpy(codes8_, codes, n_code_bytes);
 }
 
 }  // namespace eco

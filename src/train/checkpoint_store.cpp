@@ -271,30 +271,48 @@ CheckpointWriter::~CheckpointWriter() {
 }
 
 void CheckpointWriter::add_blob(const std::string& name, const void* data, size_t bytes) {
-  if (committed_) throw std::logic_error("CheckpointWriter::add_blob after commit");
+  begin_blob(name);
+  append(data, bytes);
+  end_blob();
+}
+
+void CheckpointWriter::begin_blob(const std::string& name) {
+  if (committed_) throw std::logic_error("CheckpointWriter::begin_blob after commit");
+  if (open_) throw std::logic_error("CheckpointWriter::begin_blob while blob " + open_entry_.name + " is open");
   if (name.empty() || name.find('/') != std::string::npos || name[0] == '.' || name == kManifestName ||
       name == kManifestCrcName)
     throw std::invalid_argument("checkpoint blob name \"" + name + "\" must be a plain file name, not " + kManifestName +
                                 " or " + kManifestCrcName);
   for (const CheckpointFile& f : files_)
     if (f.name == name) throw std::invalid_argument("checkpoint blob \"" + name + "\" added twice");
-  DurableFile out(tmp_dir_ / name);
+  open_ = std::make_unique<DurableFile>(tmp_dir_ / name);
+  open_entry_ = {name, 0, 0};
+}
+
+void CheckpointWriter::append(const void* data, size_t bytes) {
+  if (!open_) throw std::logic_error("CheckpointWriter::append without begin_blob");
   const uint8_t* p = static_cast<const uint8_t*>(data);
-  uint32_t crc = 0;
   for (size_t done = 0; done < bytes;) {
     const size_t n = std::min(bytes - done, kChunk);
-    crc = crc32c(p + done, n, crc);
-    out.write(p + done, n);
+    open_entry_.crc32c = crc32c(p + done, n, open_entry_.crc32c);
+    open_->write(p + done, n);
     done += n;
   }
-  out.sync_and_close();
-  files_.push_back({name, bytes, crc});
+  open_entry_.bytes += bytes;
+}
+
+void CheckpointWriter::end_blob() {
+  if (!open_) throw std::logic_error("CheckpointWriter::end_blob without begin_blob");
+  open_->sync_and_close();
+  open_.reset();
+  files_.push_back(open_entry_);
 }
 
 void CheckpointWriter::set_meta(const nlohmann::json& meta) { meta_ = meta; }
 
 fs::path CheckpointWriter::commit() {
   if (committed_) throw std::logic_error("CheckpointWriter::commit called twice");
+  if (open_) throw std::logic_error("CheckpointWriter::commit while blob " + open_entry_.name + " is open");
   nlohmann::json files = nlohmann::json::array();
   for (const CheckpointFile& f : files_) files.push_back({{"name", f.name}, {"bytes", f.bytes}, {"crc32c", hex32(f.crc32c)}});
   const nlohmann::json manifest = {{"format", kFormat}, {"version", kVersion}, {"step", step_}, {"files", files}, {"meta", meta_}};
@@ -362,6 +380,44 @@ void LoadedCheckpoint::read_blob(const std::string& name, void* dst, size_t expe
     throw CheckpointError((dir / name).string() + ": holds " + std::to_string(f.bytes) + " bytes, this run expects " +
                           std::to_string(expected_bytes) + " (was it written with a different model or optimizer config?)");
   read_verified(dir, f, dst);
+}
+
+LoadedCheckpoint::BlobReader::BlobReader(const fs::path& path, const CheckpointFile& entry) : path_(path), entry_(entry) {
+  fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd_ < 0) corrupt(path_, errno == ENOENT ? "missing" : std::string("cannot open: ") + std::strerror(errno));
+}
+
+LoadedCheckpoint::BlobReader::~BlobReader() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void LoadedCheckpoint::BlobReader::read(void* dst, size_t bytes) {
+  if (bytes > remaining())
+    corrupt(path_, "holds " + std::to_string(entry_.bytes) + " bytes, fewer than this model and mode need");
+  uint8_t* out = static_cast<uint8_t*>(dst);
+  size_t got = 0;
+  while (got < bytes) {
+    const ssize_t n = ::read(fd_, out + got, bytes - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) corrupt(path_, std::string("read error: ") + std::strerror(errno));
+    if (n == 0) corrupt(path_, "truncated while reading at byte " + std::to_string(done_ + got));
+    got += static_cast<size_t>(n);
+  }
+  crc_ = crc32c(out, bytes, crc_);
+  done_ += bytes;
+}
+
+void LoadedCheckpoint::BlobReader::finish() {
+  if (done_ != entry_.bytes)
+    corrupt(path_, "holds " + std::to_string(entry_.bytes) + " bytes, more than this model and mode need (" +
+                       std::to_string(done_) + "); was it written with another optim.mode or model?");
+  if (crc_ != entry_.crc32c)
+    corrupt(path_, "checksum mismatch (crc32c " + hex32(crc_) + " read, " + hex32(entry_.crc32c) +
+                       " in the manifest): the file changed or is corrupt");
+}
+
+std::unique_ptr<LoadedCheckpoint::BlobReader> LoadedCheckpoint::open_blob(const std::string& name) const {
+  return std::make_unique<BlobReader>(dir / name, entry(name));
 }
 
 LoadedCheckpoint load_checkpoint(const fs::path& ckpt_dir) {

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <functional>
 #include <optional>
 #include <string>
@@ -17,6 +18,8 @@
 #include <nlohmann/json.hpp>
 
 namespace eco {
+
+class DurableFile;
 
 // "ckpt_00000200": the directory name of the checkpoint of `step`.
 std::string checkpoint_dir_name(int64_t step);
@@ -38,6 +41,11 @@ class CheckpointWriter {
   // Writes one blob, checksumming it as it streams; fsynced before returning. `name` is a plain
   // file name (no '/', not starting with '.', not "manifest.json"), unique in the checkpoint.
   void add_blob(const std::string& name, const void* data, size_t bytes);
+  // The same, streamed: begin_blob, any number of append calls, end_blob. Lets a caller write state
+  // that lives in another memory (a GPU) piece by piece through a small host buffer.
+  void begin_blob(const std::string& name);
+  void append(const void* data, size_t bytes);
+  void end_blob();
   void set_meta(const nlohmann::json& meta);
   // Writes the manifest and renames the directory into place (atomically replacing a checkpoint of
   // the same step, if any); returns RUN_DIR/ckpt_<step>.
@@ -47,6 +55,8 @@ class CheckpointWriter {
   std::filesystem::path run_dir_, tmp_dir_;
   int64_t step_;
   std::vector<CheckpointFile> files_;
+  std::unique_ptr<DurableFile> open_;  // the blob being streamed
+  CheckpointFile open_entry_;
   nlohmann::json meta_ = nlohmann::json::object();
   bool committed_ = false;
 };
@@ -62,6 +72,27 @@ struct LoadedCheckpoint {
   // on any mismatch, including `expected_bytes` differing from the stored size.
   std::vector<uint8_t> blob(const std::string& name) const;
   void read_blob(const std::string& name, void* dst, size_t expected_bytes) const;
+
+  // Sequential reading of one blob in pieces (state that goes to another memory piece by piece);
+  // finish() checks that every byte was read and the checksum matches, CheckpointError otherwise.
+  class BlobReader {
+   public:
+    BlobReader(const std::filesystem::path& path, const CheckpointFile& entry);
+    ~BlobReader();
+    BlobReader(const BlobReader&) = delete;
+    BlobReader& operator=(const BlobReader&) = delete;
+    size_t remaining() const { return static_cast<size_t>(entry_.bytes - done_); }
+    void read(void* dst, size_t bytes);  // CheckpointError past the end or on a short file
+    void finish();
+
+   private:
+    std::filesystem::path path_;
+    CheckpointFile entry_;
+    int fd_ = -1;
+    uint64_t done_ = 0;
+    uint32_t crc_ = 0;
+  };
+  std::unique_ptr<BlobReader> open_blob(const std::string& name) const;
 
  private:
   const CheckpointFile& entry(const std::string& name) const;

@@ -1,11 +1,37 @@
 #include "train/config_schema.h"
 
+#include <cstdint>
+#include <cstdio>
 #include <string>
 
 namespace eco {
 namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
+
+// A product of bounded keys, exact while a double holds it exactly.
+std::string format_tokens(double n) {
+  char buf[48];
+  if (n <= 0x1p53) std::snprintf(buf, sizeof buf, "%.0f", n);
+  else std::snprintf(buf, sizeof buf, "%.3e", n);
+  return buf;
+}
+
+// Every Int key has an upper bound, so no value can wrap when the code narrows or multiplies it.
+// Keys the code holds in an int (Config::get_int32) are bounded by this at most.
+constexpr double kIntMax = INT32_MAX;
+// Step counts and cadences (int64 in the trainer): more than any run takes (30 years at 1 ms a
+// step), and small enough that step arithmetic in doubles (warmup_ratio * steps) stays exact.
+constexpr double kMaxSteps = 1e12;
+// Seeds are stored in config.json and checkpoints: 2^53 - 1 is the largest integer that every
+// JSON reader (JavaScript, a double) holds exactly.
+constexpr double kMaxSeed = 9007199254740991.0;
+// The model indexes the tokens of a micro-batch (batch_size * seq_len) with an int.
+constexpr double kMaxMicroBatchTokens = INT32_MAX;
+// Tokens per optimizer step: 2^40 (~1.1e12) is 10^4 times the largest published LLM batch (~6e7
+// tokens), so only a typo reaches it, and token counts derived from it (tokens/s, tokens per run)
+// stay far from 64-bit overflow.
+constexpr double kMaxTokensPerStep = 0x1p40;
 
 std::vector<Section> sections() {
   return {
@@ -67,7 +93,7 @@ std::vector<SchemaEntry> entries() {
       float_key("optim.grad_clip", 1.0, Range::at_least(0), "Clip the global gradient norm to this value; 0 = off."),
       enum_key("optim.schedule", "cosine", {"cosine", "linear", "constant"},
                "Learning-rate shape after warmup: cosine or linear decay to final_lr_ratio * lr, or constant."),
-      int_key("optim.warmup_steps", -1, Range::at_least(-1), "Linear warmup length in steps; -1 = warmup_ratio * train.steps."),
+      int_key("optim.warmup_steps", -1, Range::closed(-1, kMaxSteps), "Linear warmup length in steps; -1 = warmup_ratio * train.steps."),
       float_key("optim.warmup_ratio", 0.1, Range::closed(0, 1), "Warmup length as a fraction of train.steps (when warmup_steps is -1)."),
       float_key("optim.warmup_init_ratio", 0.01, Range::closed(0, 1), "Warmup starts at this fraction of lr."),
       float_key("optim.final_lr_ratio", 0.1, Range::closed(0, 1), "Cosine / linear decay ends at this fraction of lr."),
@@ -79,22 +105,28 @@ std::vector<SchemaEntry> entries() {
       bool_key("optim.fp8_backward", false, "Backward GEMMs in FP8 (E5M2 output gradients) instead of BF16/FP32."),
       bool_key("optim.quantize_activations", true, "Quantize forward GEMM activations to E4M3 (per-token scales) in FP8 modes."),
       // train
-      int_key("train.steps", 1000, Range::at_least(1), "Optimizer steps of the whole run."),
-      int_key("train.batch_size", 8, Range::at_least(1), "Sequences per micro-batch (per rank)."),
-      int_key("train.seq_len", 128, Range::at_least(1), "Tokens per sequence; at most model.max_seq_len."),
-      int_key("train.grad_accum", 1, Range::at_least(1), "Micro-batches accumulated per optimizer step."),
-      int_key("train.eval_every", 100, Range::at_least(0), "Validation loss every N steps; 0 = only at the start and the end."),
-      int_key("train.eval_batches", 8, Range::at_least(1), "Validation micro-batches per evaluation."),
-      int_key("train.sample_tokens", 64, Range::at_least(0), "Tokens generated and printed at each evaluation; 0 = no samples."),
-      int_key("train.seed", 1337, Range::at_least(0), "Seed of the init, data order, stochastic rounding and sampling."),
-      int_key("train.checkpoint_every", 0, Range::at_least(0), "Checkpoint every N steps; 0 = only at the end."),
-      int_key("train.keep_checkpoints", 2, Range::at_least(1), "Newest checkpoints kept; older ones are deleted."),
-      int_key("train.threads", 0, Range::at_least(0), "CPU threads; 0 = all cores."),
-      int_key("train.max_bad_steps", 5, Range::at_least(0),
+      int_key("train.steps", 1000, Range::closed(1, kMaxSteps), "Optimizer steps of the whole run."),
+      int_key("train.batch_size", 8, Range::closed(1, kIntMax), "Sequences per micro-batch (per rank)."),
+      int_key("train.seq_len", 128, Range::closed(1, 1 << 20), "Tokens per sequence; at most model.max_seq_len."),
+      int_key("train.grad_accum", 1, Range::closed(1, kIntMax), "Micro-batches accumulated per optimizer step."),
+      int_key("train.eval_every", 100, Range::closed(0, kMaxSteps),
+              "Validation loss every N steps; 0 = only at the start and the end."),
+      int_key("train.eval_batches", 8, Range::closed(1, kIntMax), "Validation micro-batches per evaluation."),
+      int_key("train.sample_tokens", 64, Range::closed(0, 1 << 20),
+              "Tokens generated and printed at each evaluation (one forward pass each); 0 = no samples."),
+      int_key("train.seed", 1337, Range::closed(0, kMaxSeed), "Seed of the init, data order, stochastic rounding and sampling."),
+      int_key("train.checkpoint_every", 0, Range::closed(0, kMaxSteps), "Checkpoint every N steps; 0 = only at the end."),
+      int_key("train.keep_checkpoints", 2, Range::closed(1, kIntMax), "Newest checkpoints kept; older ones are deleted."),
+      // The OpenMP runtime aborts on absurd thread counts; 1024 is beyond any single machine here.
+      enum_key("train.device", "cpu", {"cpu", "cuda"},
+               "Backend of the training step: cpu (OpenBLAS + OpenMP, the reference) or cuda (one GPU; needs a build "
+               "with the CUDA toolkit). Checkpoints of either resume on the other."),
+      int_key("train.threads", 0, Range::closed(0, 1024), "CPU threads of the cpu backend; 0 = all cores."),
+      int_key("train.max_bad_steps", 5, Range::closed(0, kMaxSteps),
               "Consecutive steps with a NaN/Inf loss or gradient norm that are skipped before the run stops."),
       // log
       out_path_key("log.dir", "runs/default", "Run directory: config.json, metrics.jsonl and checkpoints."),
-      int_key("log.every", 1, Range::at_least(1), "Print a console line every N steps."),
+      int_key("log.every", 1, Range::closed(1, kMaxSteps), "Print a console line every N steps."),
   };
 }
 
@@ -130,6 +162,24 @@ std::vector<CrossCheck> cross_checks() {
            throw_config_error("train.seq_len", str(t) + " exceeds model.max_seq_len (" + str(m) +
                                                    "); lower train.seq_len or raise model.max_seq_len");
        }},
+      // In doubles: each factor is bounded, but their product may not fit in 64 bits.
+      {"train.batch_size * train.seq_len (tokens per micro-batch) is at most 2^31 - 1.",
+       [](const Config& c) {
+         const double tokens = static_cast<double>(c.get_int("train.batch_size")) * static_cast<double>(c.get_int("train.seq_len"));
+         if (tokens > kMaxMicroBatchTokens)
+           throw_config_error("train.batch_size", "batch_size * seq_len = " + format_tokens(tokens) +
+                                                      " tokens per micro-batch exceeds 2^31 - 1; lower train.batch_size "
+                                                      "and raise train.grad_accum instead");
+       }},
+      {"train.batch_size * train.seq_len * train.grad_accum (tokens per optimizer step) is at most 2^40.",
+       [](const Config& c) {
+         const double tokens = static_cast<double>(c.get_int("train.batch_size")) *
+                               static_cast<double>(c.get_int("train.seq_len")) *
+                               static_cast<double>(c.get_int("train.grad_accum"));
+         if (tokens > kMaxTokensPerStep)
+           throw_config_error("train.grad_accum", "batch_size * seq_len * grad_accum = " + format_tokens(tokens) +
+                                                      " tokens per step exceeds 2^40 (1099511627776); lower one of them");
+       }},
       {"optim.warmup_steps is at most train.steps.",
        [](const Config& c) {
          const int64_t w = c.get_int("optim.warmup_steps"), s = c.get_int("train.steps");
@@ -148,7 +198,7 @@ const Schema& eco_train_schema() {
 std::string eco_train_config_markdown() {
   return "# eco_train configuration\n\n"
          "<!-- Generated from src/train/config_schema.cpp by tests/test_config.cpp; regenerate with\n"
-         "     ECO_UPDATE_DOCS=1 build/test_config \"[docs]\" -->\n\n"
+         "     ECO_UPDATE_DOCS=1 build/tests/test_config \"[docs]\" -->\n\n"
          "A run is configured by one JSON file (`eco_train --config FILE`) with one object per section.\n"
          "Keys left out take the defaults below. Any key can be overridden on the command line with\n"
          "`--set KEY=VALUE`, applied in order after the file; VALUE is read as JSON when it parses\n"

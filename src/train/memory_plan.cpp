@@ -62,8 +62,8 @@ std::optional<size_t> read_number_file(const char* path) {
 
 }  // namespace
 
-MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const GPT::LinearQuantization& quant, int B,
-                       int T) {
+MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const GPT::LinearQuantization& quant,
+                       const Ops& ops, int B, int T) {
   const WeightModeTraits tr = traits_of(spec.mode);
   const bool external = tr.quantized && !tr.master;  // master-free: the model holds no fp32 linear
   const size_t code_size = tr.bf16 ? 2 : 1;
@@ -93,7 +93,7 @@ MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const
       if (!tr.bf16) p.scale_bytes += ScaleLayout{spec.granularity, s.rows, s.cols}.count() * sizeof(float);  // bf16 needs none
     }
   }
-  p.activation_bytes = GPT::activation_layout_bytes(mcfg, tr.quantized ? quant : GPT::LinearQuantization{}, B, T);
+  p.activation_bytes = GPT::activation_layout_bytes(mcfg, tr.quantized ? quant : GPT::LinearQuantization{}, ops, B, T);
   // Quantized modes feed the forward through a dequantized-weight scratch of the largest linear.
   if (tr.quantized) p.activation_bytes += max_linear * sizeof(float);
   if (external) {

@@ -31,8 +31,9 @@ struct MemoryPlan {
   }
 };
 
-MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const GPT::LinearQuantization& quant, int B,
-                       int T);
+// `ops`: the backend the run will use (what attention saves is its choice).
+MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const GPT::LinearQuantization& quant,
+                       const Ops& ops, int B, int T);
 
 struct MemoryLimit {
   size_t bytes = 0;

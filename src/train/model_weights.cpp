@@ -1,9 +1,12 @@
 #include "train/model_weights.h"
 
+#include <cmath>
+#include <memory>
 #include <vector>
 
 #include "core/error.h"
 #include "model/llmc_io.h"
+#include "train/optimizer_checkpoint.h"
 
 namespace eco {
 
@@ -45,7 +48,7 @@ ModelWeights::ModelWeights(const ModelConfig& mcfg, Ops& ops, const OptimizerSpe
     t.grad = model_->grads() + p.offset;
     tensors.push_back(std::move(t));
   }
-  optim_ = std::make_unique<WeightOptimizer>(std::move(tensors), spec);
+  optim_ = std::make_unique<WeightOptimizer>(ops_, std::move(tensors), spec);
   if (tr.quantized) {
     model_->set_linear_weight_source(this);
     GPT::LinearQuantization lq;
@@ -57,7 +60,17 @@ ModelWeights::ModelWeights(const ModelConfig& mcfg, Ops& ops, const OptimizerSpe
 }
 
 void ModelWeights::linear_weight_values(size_t tensor_index, float* out) const {
-  optim_->weight_values(tensor_index, out);
+  if (optim_->is_quantized(tensor_index)) {
+    const QuantRef& q = optim_->quant_ref(tensor_index);
+    ops_.dequantize_rows(out, q, 0, q.rows);
+  } else {
+    const OptimTensor& t = optim_->tensors()[tensor_index];
+    ops_.copy(out, t.value, t.rows * t.cols * sizeof(float));
+  }
+}
+
+const QuantRef* ModelWeights::linear_weight_quant(size_t tensor_index) const {
+  return optim_->is_quantized(tensor_index) ? &optim_->quant_ref(tensor_index) : nullptr;
 }
 
 // Stored copies of the quantized tensors: from the model's masters, or (master-free) from the
@@ -112,6 +125,10 @@ void ModelWeights::export_llmc(const std::string& path) {
   }
   save_llmc(staging, path);
 }
+
+void ModelWeights::save(CheckpointWriter& w) const { save_optimizer_state(*optim_, ops_, w); }
+
+void ModelWeights::load(const LoadedCheckpoint& ckpt) { load_optimizer_state(*optim_, ops_, ckpt); }
 
 MemoryReport ModelWeights::memory(int B, int T) const {
   MemoryReport r = optim_->memory();

@@ -28,14 +28,21 @@ class ModelWeights : private LinearWeightSource {
   void init(uint64_t seed);                       // random init, then the initial quantization
   void import_llmc(const std::string& path);      // llm.c GPT-2 fp32 checkpoint as the initial weights
   void export_llmc(const std::string& path);      // current forward weights in llm.c format
-  void step(float lr, int64_t t) { optim_->step(lr, t); }
+  // grad_scale: the clip factor; *bad_count (backend int64) grows by the weights the update made
+  // non-finite (WeightOptimizer::step).
+  void step(float lr, int64_t t, float grad_scale, int64_t* bad_count) { optim_->step(lr, t, grad_scale, bad_count); }
   MemoryReport memory(int B, int T) const;
 
-  void save(CheckpointWriter& w) const { optim_->save(w); }
-  void load(const LoadedCheckpoint& ckpt) { optim_->load(ckpt); }
+  // Streams every piece of optimizer state (weights, masters, codes, scales, moments) between
+  // backend memory and the checkpoint's blobs through one small host buffer: never a host copy
+  // of the whole state. The blob layout is the same for every backend, so a CPU checkpoint
+  // resumes on the GPU and back. load: CheckpointError on any size or value mismatch.
+  void save(CheckpointWriter& w) const;
+  void load(const LoadedCheckpoint& ckpt);
 
  private:
   void linear_weight_values(size_t tensor_index, float* out) const override;
+  const QuantRef* linear_weight_quant(size_t tensor_index) const override;
   void quantize_initial_weights(const GPT& source, uint64_t seed, bool from_source);
 
   ModelConfig mcfg_;

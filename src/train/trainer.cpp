@@ -1,27 +1,24 @@
 #include "train/trainer.h"
 
-#include <omp.h>
-
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstddef>
 #include <cstdio>
 #include <memory>
 #include <optional>
 
-#include <cblas.h>
-
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/log.h"
-#include "cpu/cpu_ops.h"
 #include "data/loader.h"
 #include "data/tokenizer.h"
 #include "model/gpt.h"
 #include "model/llmc_io.h"
 #include "optim/grad_norm.h"
 #include "optim/lr_schedule.h"
+#include "train/backend.h"
 #include "train/checkpoint_store.h"
 #include "train/metrics.h"
 #include "train/model_setup.h"
@@ -81,19 +78,29 @@ LrSchedule schedule_from(const Config& cfg) {
   return s;
 }
 
+// What the host reads of a training step, once per step: everything else stays in the backend.
+struct StepScalars {
+  double loss_sum = 0.0;    // Σ over micro-batches of their mean loss
+  double grad_norm_sq = 0.0;
+  int64_t bad_weights = 0;  // weights an update made non-finite (since the last check)
+};
+
 class TrainingRun {
  public:
   TrainingRun(const Config& cfg, const CliArgs& args)
       : cfg_(cfg),
         args_(args),
         out_dir_(cfg.get_string("log.dir")),
-        B_(static_cast<int>(cfg.get_int("train.batch_size"))),
-        T_(static_cast<int>(cfg.get_int("train.seq_len"))),
-        accum_(static_cast<int>(cfg.get_int("train.grad_accum"))),
+        B_(cfg.get_int32("train.batch_size")),
+        T_(cfg.get_int32("train.seq_len")),
+        accum_(cfg.get_int32("train.grad_accum")),
         steps_(cfg.get_int("train.steps")),
         seed_(static_cast<uint64_t>(cfg.get_int("train.seed"))),
         schedule_(schedule_from(cfg)) {}
 
+  ~TrainingRun() {
+    if (scalars_) ops_->free(scalars_);
+  }
   int execute();
 
  private:
@@ -115,7 +122,7 @@ class TrainingRun {
   const uint64_t seed_;
   const LrSchedule schedule_;
   ModelConfig mcfg_;
-  std::unique_ptr<CpuOps> ops_;
+  std::unique_ptr<Ops> ops_;
   std::unique_ptr<ModelWeights> weights_;
   GPT* model_ = nullptr;
   std::unique_ptr<DataLoader> train_loader_, val_loader_;
@@ -125,6 +132,9 @@ class TrainingRun {
   int64_t bad_steps_ = 0;       // consecutive skipped (non-finite) steps
   int64_t updates_ = 0;         // optimizer updates applied: Adam's t (skipped steps do not count)
   std::unique_ptr<RunDirLock> lock_;
+  StepScalars* scalars_ = nullptr;  // backend memory
+  StepScalars read_scalars() const;
+  void check_updates_finite() const;
   double prior_elapsed_s_ = 0;  // training time of earlier invocations (resume)
   std::chrono::steady_clock::time_point run_start_;
   double train_seconds_ = 0;    // time in train steps of this invocation, for tokens/s and ETA
@@ -132,10 +142,10 @@ class TrainingRun {
 };
 
 void TrainingRun::setup() {
-  int threads = static_cast<int>(cfg_.get_int("train.threads"));
-  if (threads <= 0) threads = omp_get_num_procs();
-  omp_set_num_threads(threads);
-  openblas_set_num_threads(threads);
+  BackendChoice backend;
+  backend.device = cfg_.get_string("train.device");
+  backend.threads = cfg_.get_int32("train.threads");
+  ops_ = make_backend(backend);
 
   mcfg_ = model_config_from(cfg_);
   if (T_ > mcfg_.max_seq_len)
@@ -147,7 +157,6 @@ void TrainingRun::setup() {
   val_loader_ = std::make_unique<DataLoader>(cfg_.get_string("data.val"), B_, T_, 0, 1, seed_, /*shuffle=*/false,
                                              mcfg_.vocab_size);
 
-  ops_ = std::make_unique<CpuOps>();
   weights_ = std::make_unique<ModelWeights>(mcfg_, *ops_, optimizer_spec_from(cfg_),
                                             cfg_.get_bool("optim.quantize_activations"), cfg_.get_bool("optim.fp8_backward"));
   model_ = &weights_->model();
@@ -180,9 +189,9 @@ void TrainingRun::print_plan() const {
                spec.state_format == StateFormat::Bf16 ? "bf16 (SR)" : "fp32");
   spdlog::info("memory per rank: {}", weights_->memory(B_, T_).to_string());
   spdlog::info("training: {} steps x {} tokens/step (B={} T={} accum={}), lr {:.2e} {} with {} warmup steps, "
-               "{} threads; train data {} windows, val {} windows",
+               "backend {}; train data {} windows, val {} windows",
                steps_, static_cast<int64_t>(B_) * T_ * accum_, B_, T_, accum_, schedule_.peak_lr,
-               cfg_.get_string("optim.schedule"), schedule_.warmup_steps, omp_get_max_threads(),
+               cfg_.get_string("optim.schedule"), schedule_.warmup_steps, ops_->describe(),
                train_loader_->num_windows(), val_loader_->num_windows());
 }
 
@@ -190,7 +199,7 @@ void TrainingRun::check_memory() const {
   GPT::LinearQuantization q;
   q.quantize_activations = cfg_.get_bool("optim.quantize_activations");
   q.quantize_output_grads = cfg_.get_bool("optim.fp8_backward");
-  const MemoryPlan plan = plan_memory(mcfg_, optimizer_spec_from(cfg_), q, B_, T_);
+  const MemoryPlan plan = plan_memory(mcfg_, optimizer_spec_from(cfg_), q, *ops_, B_, T_);
   const MemoryLimit limit = memory_limit();
   check_memory_fits(plan, limit);
   if (limit.bytes && plan.total() > limit.bytes / 10 * 8)
@@ -256,9 +265,9 @@ std::optional<int64_t> TrainingRun::resume_from_checkpoint() {
 
 double TrainingRun::evaluate(int64_t step) {
   val_loader_->reset();
-  int batches = static_cast<int>(cfg_.get_int("train.eval_batches"));
-  const int available = static_cast<int>(val_loader_->num_windows() / B_);
-  if (batches > available) batches = available;  // never count a window twice
+  // Never count a window twice: at most the batches the validation data holds.
+  const uint64_t available = val_loader_->num_windows() / static_cast<uint64_t>(B_);
+  const int batches = static_cast<int>(std::min<uint64_t>(cfg_.get_int32("train.eval_batches"), available));
   double total = 0.0;
   for (int i = 0; i < batches; ++i) {
     val_loader_->next_batch(inputs_.data(), targets_.data());
@@ -271,7 +280,7 @@ double TrainingRun::evaluate(int64_t step) {
 }
 
 void TrainingRun::sample(int64_t step) {
-  const int n_new = static_cast<int>(cfg_.get_int("train.sample_tokens"));
+  const int n_new = cfg_.get_int32("train.sample_tokens");
   if (n_new <= 0) return;
   // Prompt: the first tokens of the validation set, so every sample starts from the same text.
   val_loader_->reset();
@@ -290,7 +299,23 @@ void TrainingRun::sample(int64_t step) {
   spdlog::info("step {:>6} | sample: [{}]{}", step, render(prompt), render(out));
 }
 
+StepScalars TrainingRun::read_scalars() const {
+  StepScalars s;
+  ops_->copy_to_host(&s, scalars_, sizeof s);
+  return s;
+}
+
+// A checkpoint must never hold weights an update made non-finite.
+void TrainingRun::check_updates_finite() const {
+  if (!scalars_) return;
+  const StepScalars s = read_scalars();
+  if (s.bad_weights != 0)
+    throw NumericsError("the last update made " + std::to_string(s.bad_weights) + " weights non-finite; the last good "
+                        "checkpoint in " + out_dir_.string() + " is untouched");
+}
+
 void TrainingRun::save_checkpoint(int64_t step) {
+  check_updates_finite();
   CheckpointWriter w(out_dir_, step);
   weights_->save(w);
   const double elapsed = prior_elapsed_s_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start_).count();
@@ -304,7 +329,7 @@ void TrainingRun::save_checkpoint(int64_t step) {
   std::filesystem::path dir = w.commit();
   // During a non-finite streak the newest checkpoint written before it is kept as well, so a run
   // that goes on to diverge never prunes the state it could be restarted from.
-  prune_checkpoints(out_dir_, static_cast<int>(cfg_.get_int("train.keep_checkpoints")), [](const nlohmann::json& meta) {
+  prune_checkpoints(out_dir_, cfg_.get_int32("train.keep_checkpoints"), [](const nlohmann::json& meta) {
     const auto it = meta.find("bad_steps");
     return it != meta.end() && it->is_number_integer() && it->get<int64_t>() == 0;
   });
@@ -361,17 +386,24 @@ int TrainingRun::execute() {
     return 128 + sig;
   }
 
+  scalars_ = static_cast<StepScalars*>(ops_->alloc(sizeof(StepScalars)));
+  ops_->fill_zero(scalars_, sizeof(StepScalars));
   for (int64_t step = start_step + 1; step <= steps_; ++step) {
     auto t0 = std::chrono::steady_clock::now();
     model_->zero_grad();
-    double loss_sum = 0.0;
+    ops_->fill_zero(scalars_, offsetof(StepScalars, bad_weights));  // loss and norm; the flag persists
     for (int micro = 0; micro < accum_; ++micro) {
       train_loader_->next_batch(inputs_.data(), targets_.data());
-      loss_sum += model_->forward(inputs_.data(), targets_.data(), B_, T_);
+      model_->forward_accumulate_loss(inputs_.data(), targets_.data(), B_, T_, &scalars_->loss_sum);
       model_->backward(1.0f / static_cast<float>(accum_));
     }
-    const float loss = static_cast<float>(loss_sum / accum_);
-    const double norm = global_grad_norm(model_->grads(), n);
+    ops_->accumulate_sum_squares(&scalars_->grad_norm_sq, model_->grads(), n);
+    const StepScalars s = read_scalars();  // the step's one host read
+    if (s.bad_weights != 0)
+      throw NumericsError("the update of step " + std::to_string(step - 1) + " made " + std::to_string(s.bad_weights) +
+                          " weights non-finite; the last good checkpoint in " + out_dir_.string() + " is untouched");
+    const float loss = static_cast<float>(s.loss_sum / accum_);
+    const double norm = std::sqrt(s.grad_norm_sq);
     const double lr = schedule_.lr_at(step - 1);
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       ++bad_steps_;
@@ -384,8 +416,7 @@ int TrainingRun::execute() {
                             "); the last good checkpoint in " + out_dir_.string() + " is untouched");
     } else {
       bad_steps_ = 0;
-      clip_grads(model_->grads(), n, norm, clip);
-      weights_->step(static_cast<float>(lr), ++updates_);
+      weights_->step(static_cast<float>(lr), ++updates_, clip_factor(norm, clip), &scalars_->bad_weights);
     }
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     train_seconds_ += dt;

@@ -1,0 +1,32 @@
+#include "train/backend.h"
+
+#include "core/error.h"
+#include "cpu/cpu_ops.h"
+#if defined(ECO_WITH_CUDA)
+#include "cuda/cuda_ops.h"
+#endif
+
+namespace eco {
+
+bool cuda_backend_built() {
+#if defined(ECO_WITH_CUDA)
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::unique_ptr<Ops> make_backend(const BackendChoice& choice) {
+  if (choice.device == "cpu") return std::make_unique<CpuOps>(choice.threads);
+  if (choice.device == "cuda") {
+#if defined(ECO_WITH_CUDA)
+    return std::make_unique<cuda::CudaOps>(choice.cuda_device);
+#else
+    throw ConfigError("train.device: cuda, but this build has no CUDA backend (nvcc was not found when it was "
+                      "configured); rebuild on a machine with the CUDA toolkit, or use train.device=cpu");
+#endif
+  }
+  throw ConfigError("train.device: unknown backend \"" + choice.device + "\" (cpu or cuda)");
+}
+
+}  // namespace eco

@@ -122,7 +122,12 @@ class GPT {
   // double) to *loss_acc, a backend double (the trainer reads its step scalars once).
   void forward_accumulate_loss(const int32_t* inputs, const int32_t* targets, int B, int T, double* loss_acc);
   // (B, T, padded_vocab) logits of the last forward; backward() overwrites them with their gradient.
-  const float* logits() const { return acts_.logits; }
+  const float* logits() const { return acts_.logits; }  // backend memory
+  // Row `row` (b*T+t) of the last forward's logits, padded_vocab floats, copied to host memory.
+  void copy_logits_row(size_t row, float* host_out) const {
+    ops_.copy_to_host(host_out, acts_.logits + row * static_cast<size_t>(cfg_.padded_vocab),
+                      static_cast<size_t>(cfg_.padded_vocab) * sizeof(float));
+  }
 
   void zero_grad();
   // grads += d(loss_scale · mean loss)/dθ for the last forward (with targets).

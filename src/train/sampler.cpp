@@ -15,12 +15,14 @@ std::vector<int32_t> sample_tokens(GPT& model, const std::vector<int32_t>& promp
   std::vector<int32_t> tokens = prompt;
   std::vector<int> order(V);
   std::vector<double> probs;
+  std::vector<float> row(static_cast<size_t>(Vp));
   uint64_t rng = seed;
   for (int i = 0; i < n_new; ++i) {
     const int T = std::min<int>(static_cast<int>(tokens.size()), max_T);
     std::vector<int32_t> window(tokens.end() - T, tokens.end());
     model.forward(window.data(), nullptr, 1, T);
-    const float* logits = model.logits() + static_cast<size_t>(T - 1) * Vp;
+    model.copy_logits_row(static_cast<size_t>(T - 1), row.data());  // the model's memory may be a GPU's
+    const float* logits = row.data();
     std::iota(order.begin(), order.end(), 0);
     const int k = std::min(top_k > 0 ? top_k : V, V);
     std::partial_sort(order.begin(), order.begin() + k, order.end(),

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/exp_poly.h"
+
 // No vector crosses a call boundary (see ECO_VEC), so GCC's warning that returning one by value
 // depends on -mavx is moot.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -57,25 +59,24 @@ ECO_VEC float sum(const float* x, int n) {
   return s;
 }
 
-// exp(x), max relative error ~1.5 ulp. Inputs are clamped to [-87.3, 88.3] (results below ~1e-38
-// become ~1e-38, never 0; above, ~2e38, never inf); NaN stays NaN.
-// Cody-Waite reduction x = n·ln2 + r with |r| <= ln2/2, then a degree-6 polynomial for e^r.
+// exp(x) on eight lanes: the sequence of core/exp_poly.h (the CUDA kernels run it per element),
+// lane by lane the same roundings.
 ECO_VEC v8f exp(const v8f& in) {
-  v8f x = in < splat(-87.3f) ? splat(-87.3f) : in;
-  x = x > splat(88.3f) ? splat(88.3f) : x;
-  const v8f shifter = splat(12582912.0f);  // 1.5·2^23: adding it rounds to an integer (ties to even)
-  const v8f t = x * splat(1.44269504088896341f) + shifter;
+  namespace k = eco::exp_poly;
+  v8f x = in < splat(k::kClampLo) ? splat(k::kClampLo) : in;
+  x = x > splat(k::kClampHi) ? splat(k::kClampHi) : x;
+  const v8f shifter = splat(k::kShifter);
+  const v8f t = x * splat(k::kLog2e) + shifter;
   const v8f n = t - shifter;
-  v8f r = x - n * splat(0.693145751953125f);  // ln2 split in a short high part and a tail
-  r = r - n * splat(1.428606765330187045e-06f);
-  v8f p = splat(1.9875691500e-4f);
-  p = p * r + splat(1.3981999507e-3f);
-  p = p * r + splat(8.3334519073e-3f);
-  p = p * r + splat(4.1665795894e-2f);
-  p = p * r + splat(1.6666665459e-1f);
-  p = p * r + splat(5.0000001201e-1f);
+  v8f r = x - n * splat(k::kLn2Hi);
+  r = r - n * splat(k::kLn2Lo);
+  v8f p = splat(k::kP0);
+  p = p * r + splat(k::kP1);
+  p = p * r + splat(k::kP2);
+  p = p * r + splat(k::kP3);
+  p = p * r + splat(k::kP4);
+  p = p * r + splat(k::kP5);
   p = p * r * r + r + splat(1.0f);
-  // n sits in the low mantissa bits of t; shift it into the exponent field: 2^n.
   const v8i ni = std::bit_cast<v8i>(t) - std::bit_cast<v8i>(shifter);
   const v8f scale = std::bit_cast<v8f>((ni + 127) << 23);
   return p * scale;

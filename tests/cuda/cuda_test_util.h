@@ -1,0 +1,63 @@
+#pragma once
+// Helpers of the GPU-vs-CPU tests: skip (ctest exit 4) without a GPU, and move host vectors in and
+// out of a backend's buffers so a test can run one op on CpuOps and on CudaOps with the same
+// inputs and compare the outputs.
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../test_util.h"
+#include "cuda/cuda_check.h"
+#include "model/ops.h"
+
+namespace eco_cuda_test {
+
+inline void require_gpu() {
+  std::string why;
+  if (eco::cuda::device_count(&why) == 0) eco_test::skip(why);
+}
+
+// A backend buffer holding a copy of `host`; freed with the Ops.
+template <class T>
+T* upload(eco::Ops& ops, const std::vector<T>& host) {
+  T* p = static_cast<T*>(ops.alloc(host.size() * sizeof(T) + 1));
+  if (!host.empty()) ops.copy_from_host(p, host.data(), host.size() * sizeof(T));
+  return p;
+}
+
+template <class T>
+std::vector<T> download(eco::Ops& ops, const T* p, size_t n) {
+  std::vector<T> host(n);
+  if (n) ops.copy_to_host(host.data(), p, n * sizeof(T));
+  return host;
+}
+
+// A buffer of n elements filled with a poison pattern (NaN for floats), so an output the kernel
+// forgot to write is caught.
+template <class T>
+T* poisoned(eco::Ops& ops, size_t n) {
+  std::vector<unsigned char> bytes(n * sizeof(T) + 1, 0xFF);
+  T* p = static_cast<T*>(ops.alloc(bytes.size()));
+  ops.copy_from_host(p, bytes.data(), bytes.size());
+  return p;
+}
+
+inline std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+// Index of the first element whose bits differ, or -1.
+template <class T>
+long first_bit_difference(const std::vector<T>& a, const std::vector<T>& b) {
+  if (a.size() != b.size()) return 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0) return static_cast<long>(i);
+  return -1;
+}
+
+}  // namespace eco_cuda_test

@@ -1,0 +1,214 @@
+// GPU vs CPU for the device-resident optimizer path: the row quantizer and dequantizer in every
+// format and scale granularity (RTN and SR, NaN/Inf included), the fused optimizer step in all nine
+// weight modes x AdamW/SGDM x fp32/bf16 states x per-row/per-tensor/128x128 scales, driven through
+// WeightOptimizer on each backend (so allocation, keys and panels are the real ones), compared bit
+// for bit; and the step's reductions within the bound of their different summation order.
+// Skipped (ctest exit 4) where there is no GPU.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "cpu/cpu_ops.h"
+#include "cuda/cuda_ops.h"
+#include "cuda_test_util.h"
+#include "optim/weight_optimizer.h"
+
+using namespace eco;
+using namespace eco_cuda_test;
+
+namespace {
+
+// The bytes of every piece of optimizer state, in checkpoint order.
+std::vector<uint8_t> state_bytes(const WeightOptimizer& opt, Ops& ops) {
+  std::vector<uint8_t> all;
+  for (const StatePiece& p : opt.state_pieces()) {
+    std::vector<uint8_t> piece = download(ops, static_cast<const uint8_t*>(p.data), p.bytes);
+    all.insert(all.end(), piece.begin(), piece.end());
+  }
+  return all;
+}
+
+struct Shape {
+  const char* name;
+  size_t rows, cols;
+  bool quantize, decay;
+};
+
+// Two quantized matrices (one with partial 128x128 blocks), a 1-D tensor that stays fp32.
+const Shape kShapes[] = {{"w1", 300, 200, true, true}, {"w2", 64, 48, true, true}, {"b", 1, 77, false, false}};
+
+// One optimizer per backend over the same tensors, initial values and gradients.
+struct Side {
+  Ops& ops;
+  std::vector<float*> values, grads;
+  std::unique_ptr<WeightOptimizer> opt;
+
+  Side(Ops& o, const OptimizerSpec& spec, const std::vector<std::vector<float>>& init) : ops(o) {
+    const WeightModeTraits tr = traits_of(spec.mode);
+    std::vector<OptimTensor> tensors;
+    for (size_t i = 0; i < std::size(kShapes); ++i) {
+      const Shape& s = kShapes[i];
+      const bool master_free = tr.quantized && s.quantize && !tr.master;
+      values.push_back(master_free ? nullptr : upload(ops, init[i]));
+      grads.push_back(upload(ops, std::vector<float>(s.rows * s.cols, 0.0f)));
+      tensors.push_back({s.name, s.rows, s.cols, s.quantize, s.decay, values.back(), grads.back()});
+    }
+    opt = std::make_unique<WeightOptimizer>(ops, tensors, spec);
+    for (size_t i = 0; i < tensors.size(); ++i)
+      if (opt->is_quantized(i)) opt->init_quantized(i, init[i].data());
+  }
+  ~Side() {
+    opt.reset();
+    for (float* p : values)
+      if (p) ops.free(p);
+    for (float* p : grads) ops.free(p);
+  }
+  void set_grads(const std::vector<std::vector<float>>& g) {
+    for (size_t i = 0; i < g.size(); ++i) ops.copy_from_host(grads[i], g[i].data(), g[i].size() * sizeof(float));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("GPU optimizer step equals the CPU step bit for bit in every mode", "[cuda][optim]") {
+  require_gpu();
+  CpuOps cpu;
+  cuda::CudaOps gpu;
+  std::vector<std::vector<float>> init;
+  for (size_t i = 0; i < std::size(kShapes); ++i)
+    init.push_back(random_floats(kShapes[i].rows * kShapes[i].cols, 100 + static_cast<uint32_t>(i), 0.05f));
+  for (const char* mode : {"fp32", "bf16", "bf16_sr", "master", "master_sr", "naive", "sr", "eco", "eco_sr"}) {
+    for (OptimizerKind kind : {OptimizerKind::AdamW, OptimizerKind::Sgdm}) {
+      for (StateFormat states : {StateFormat::Fp32, StateFormat::Bf16}) {
+        for (ScaleGranularity g : {ScaleGranularity::PerRow, ScaleGranularity::PerTensor, ScaleGranularity::Block128}) {
+          INFO(mode << (kind == OptimizerKind::AdamW ? " adamw" : " sgdm") << (states == StateFormat::Bf16 ? " bf16" : " fp32")
+                    << " states, granularity " << to_string(g));
+          OptimizerSpec spec;
+          spec.mode = parse_weight_mode(mode);
+          spec.kind = kind;
+          spec.state_format = states;
+          spec.granularity = g;
+          spec.seed = 777;
+          spec.weight_format = g == ScaleGranularity::PerTensor ? QuantFormat::E5M2 : QuantFormat::E4M3;
+          Side c(cpu, spec, init), d(gpu, spec, init);
+          REQUIRE(first_bit_difference(state_bytes(*c.opt, cpu), state_bytes(*d.opt, gpu)) == -1);
+          // lr 0 (ECO's guard), a clipped step, two plain ones.
+          const float lrs[] = {0.0f, 3e-3f, 1e-2f, 2e-3f};
+          const float clip[] = {1.0f, 0.37f, 1.0f, 1.0f};
+          for (int t = 1; t <= 4; ++t) {
+            std::vector<std::vector<float>> grads;
+            for (size_t i = 0; i < std::size(kShapes); ++i)
+              grads.push_back(random_floats(kShapes[i].rows * kShapes[i].cols, 1000u * t + static_cast<uint32_t>(i)));
+            c.set_grads(grads);
+            d.set_grads(grads);
+            c.opt->step(lrs[t - 1], t, clip[t - 1]);
+            d.opt->step(lrs[t - 1], t, clip[t - 1]);
+            const std::vector<uint8_t> a = state_bytes(*c.opt, cpu), b = state_bytes(*d.opt, gpu);
+            INFO("after step " << t);
+            REQUIRE(first_bit_difference(a, b) == -1);
+            for (size_t i = 0; i < std::size(kShapes); ++i) {
+              if (!c.values[i]) continue;
+              REQUIRE(first_bit_difference(download(cpu, c.values[i], init[i].size()),
+                                           download(gpu, d.values[i], init[i].size())) == -1);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("GPU row quantizer and dequantizer equal the CPU's in every format and granularity", "[cuda][quant]") {
+  require_gpu();
+  CpuOps cpu;
+  cuda::CudaOps gpu;
+  const size_t rows = 260, cols = 300;
+  std::vector<float> x = random_floats(rows * cols, 5, 3.0f);
+  x[17] = std::numeric_limits<float>::quiet_NaN();
+  x[1000] = std::numeric_limits<float>::infinity();
+  x[2000] = -std::numeric_limits<float>::infinity();
+  for (size_t i = 4 * cols; i < 5 * cols; ++i) x[i] = 0.0f;  // an all-zero row: scale 1
+  for (QuantFormat f : {QuantFormat::E4M3, QuantFormat::E5M2, QuantFormat::BF16, QuantFormat::INT8}) {
+    for (ScaleGranularity g : {ScaleGranularity::PerRow, ScaleGranularity::PerTensor, ScaleGranularity::Block128}) {
+      for (bool pow2 : {false, true}) {
+        for (Rounding r : {Rounding::RTN, Rounding::SR}) {
+          INFO(to_string(f) << " " << to_string(g) << (pow2 ? " pow2" : "") << " " << to_string(r));
+          QuantRef qc{nullptr, nullptr, rows, cols, f, g, pow2};
+          QuantRef qg = qc;
+          std::vector<uint8_t> codes(qc.code_bytes());
+          std::vector<float> scales(qc.scale_count(), 1.0f);
+          qc.codes = codes.data();
+          qc.scales = scales.data();
+          qg.codes = poisoned<uint8_t>(gpu, qg.code_bytes());
+          qg.scales = qg.scale_count() ? upload(gpu, scales) : nullptr;
+          float* xg = upload(gpu, x);
+          int64_t bad_c = 0;
+          int64_t* bad_g = upload(gpu, std::vector<int64_t>{0});
+          const RandomKey key{99, 7, 3};
+          // Whole tensor, then (where the granularity allows) a second pass over a row range.
+          cpu.quantize_rows(qc, 0, rows, x.data(), r, &key, &bad_c);
+          gpu.quantize_rows(qg, 0, rows, xg, r, &key, bad_g);
+          if (g != ScaleGranularity::PerTensor) {
+            const size_t r0 = 128, r1 = 256;
+            cpu.quantize_rows(qc, r0, r1, x.data() + (r0 * cols), r, &key, &bad_c);
+            gpu.quantize_rows(qg, r0, r1, xg + r0 * cols, r, &key, bad_g);
+          }
+          CHECK(download(gpu, bad_g, 1)[0] == bad_c);
+          CHECK(bad_c == (g != ScaleGranularity::PerTensor ? 3 : 3));
+          REQUIRE(first_bit_difference(download(gpu, static_cast<uint8_t*>(qg.codes), codes.size()), codes) == -1);
+          if (qg.scales) REQUIRE(first_bit_difference(download(gpu, qg.scales, scales.size()), scales) == -1);
+          std::vector<float> out_c(rows * cols);
+          float* out_g = poisoned<float>(gpu, rows * cols);
+          cpu.dequantize_rows(out_c.data(), qc, 0, rows);
+          gpu.dequantize_rows(out_g, qg, 0, rows);
+          REQUIRE(first_bit_difference(download(gpu, out_g, out_c.size()), out_c) == -1);
+          for (void* p : {static_cast<void*>(qg.codes), static_cast<void*>(qg.scales), static_cast<void*>(xg),
+                          static_cast<void*>(bad_g), static_cast<void*>(out_g)})
+            if (p) gpu.free(p);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("GPU reductions: sum of squares and mean within their summation-order bound", "[cuda][reduce]") {
+  require_gpu();
+  CpuOps cpu;
+  cuda::CudaOps gpu;
+  for (size_t n : {size_t{1}, size_t{1000}, size_t{65537}, size_t{3000001}}) {
+    INFO("n = " << n);
+    const std::vector<float> x = random_floats(n, static_cast<uint32_t>(n), 2.0f);
+    float* xg = upload(gpu, x);
+    double* acc_g = upload(gpu, std::vector<double>{0.5, 0.25});
+    double acc_c[2] = {0.5, 0.25};
+    cpu.accumulate_sum_squares(&acc_c[0], x.data(), n);
+    gpu.accumulate_sum_squares(acc_g, xg, n);
+    cpu.accumulate_mean(&acc_c[1], x.data(), n);
+    gpu.accumulate_mean(acc_g + 1, xg, n);
+    const std::vector<double> got = download(gpu, acc_g, 2);
+    // Both sum the same doubles (each x² is exact in double) in different orders: the difference
+    // is at most ~n·2^-53 of the sum of magnitudes.
+    double mag_sq = 0.0, mag = 0.0;
+    for (float v : x) {
+      mag_sq += static_cast<double>(v) * v;
+      mag += std::fabs(v);
+    }
+    CHECK(std::fabs(got[0] - acc_c[0]) <= static_cast<double>(n) * 0x1.0p-53 * mag_sq + 1e-300);
+    // The mean is rounded to float at the end: equal unless the double sums straddle a float
+    // rounding boundary, so allow one float ulp of the mean.
+    const double mean_c = acc_c[1] - 0.25, mean_g = got[1] - 0.25;
+    CHECK(std::fabs(mean_g - mean_c) <= std::fabs(mean_c) * 0x1.0p-23 + static_cast<double>(n) * 0x1.0p-53 * mag / n);
+    gpu.free(xg);
+    gpu.free(acc_g);
+    // scale: element-wise, bit for bit.
+    std::vector<float> y = x;
+    float* yg = upload(gpu, x);
+    cpu.scale(y.data(), n, 0.37f);
+    gpu.scale(yg, n, 0.37f);
+    CHECK(first_bit_difference(download(gpu, yg, n), y) == -1);
+    gpu.free(yg);
+  }
+}

@@ -6,8 +6,8 @@
 // above, ~2e38, never inf); NaN stays NaN. The CPU runs the same sequence on 8-lane vectors
 // (src/cpu/vec_math.h); the CUDA kernels call exp_poly() (src/cuda).
 #include <cstdint>
-#include <cstring>
 
+#include "core/float_bits.h"
 #include "core/hd.h"
 
 namespace eco::exp_poly {
@@ -19,26 +19,6 @@ inline constexpr float kLn2Hi = 0.693145751953125f;  // ln2 split in a short hig
 inline constexpr float kLn2Lo = 1.428606765330187045e-06f;
 inline constexpr float kP0 = 1.9875691500e-4f, kP1 = 1.3981999507e-3f, kP2 = 8.3334519073e-3f,
                        kP3 = 4.1665795894e-2f, kP4 = 1.6666665459e-1f, kP5 = 5.0000001201e-1f;
-
-ECO_HD int32_t float_bits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_int(x);
-#else
-  int32_t i;
-  std::memcpy(&i, &x, sizeof i);
-  return i;
-#endif
-}
-
-ECO_HD float bits_float(int32_t i) {
-#if defined(__CUDA_ARCH__)
-  return __int_as_float(i);
-#else
-  float x;
-  std::memcpy(&x, &i, sizeof x);
-  return x;
-#endif
-}
 
 ECO_HD float exp(float in) {
   float x = in < kClampLo ? kClampLo : in;  // ternaries, not fminf/fmaxf: NaN must stay NaN
@@ -55,8 +35,8 @@ ECO_HD float exp(float in) {
   p = p * r + kP5;
   p = p * r * r + r + 1.0f;
   // n sits in the low mantissa bits of t; shift it into the exponent field: 2^n.
-  const int32_t ni = float_bits(t) - float_bits(kShifter);
-  return p * bits_float((ni + 127) << 23);
+  const uint32_t ni = float_to_bits(t) - float_to_bits(kShifter);  // modulo 2^32: the signed n
+  return p * bits_to_float((ni + 127u) << 23);
 }
 
 ECO_HD float sigmoid(float x) { return 1.0f / (1.0f + exp(-x)); }

@@ -4,7 +4,7 @@
 #include <cstdint>
 
 #include "core/hd.h"
-#include "quant/float_bits.h"
+#include "core/float_bits.h"
 
 namespace eco {
 

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "core/hd.h"
-#include "quant/float_bits.h"
+#include "core/float_bits.h"
 
 namespace eco {
 

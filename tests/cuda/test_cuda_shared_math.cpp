@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "../test_util.h"
-#include "quant/float_bits.h"
+#include "core/float_bits.h"
 #include "quant/fp8.h"
 #include "shared_math_kernels.h"
 

@@ -59,8 +59,16 @@ void CudaOps::fill_zero(void* p, size_t bytes) { ECO_CUDA_CHECK(cudaMemsetAsync(
 
 void CudaOps::copy_from_host(void* dst, const void* host_src, size_t bytes) {
   ECO_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
-  // The host buffer may be reused as soon as we return.
-  ECO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  // The caller may reuse its buffer as soon as we return. From pageable memory (every caller's
+  // std::vector: the step's tokens and targets) the call returns only once the bytes are staged,
+  // so no wait is needed and the step keeps its single host sync; a page-locked source is read
+  // later by the copy engine, so wait for that one.
+  cudaPointerAttributes attr{};
+  if (cudaPointerGetAttributes(&attr, host_src) == cudaSuccess) {
+    if (attr.type == cudaMemoryTypeHost) ECO_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  } else {
+    cudaGetLastError();  // an unknown pointer is pageable memory: clear the error, no wait
+  }
 }
 
 void CudaOps::copy_to_host(void* host_dst, const void* src, size_t bytes) {

@@ -14,30 +14,17 @@
 #include "core/error.h"
 #include "data/gpt2_vocab.h"
 #include "test_util.h"
+#include "error_test_util.h"
 
 namespace fs = std::filesystem;
+
+using eco_test::contains;
+using eco_test::data_error_of;
+using eco_test::HangGuard;
 
 namespace {
 
 void write_text(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
-
-// The DataError's message, or "" when the call does not throw DataError.
-std::string data_error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const eco::DataError& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-// Turns a hang into a prompt failure: SIGALRM's default action ends the test program.
-struct HangGuard {
-  explicit HangGuard(unsigned seconds) { ::alarm(seconds); }
-  ~HangGuard() { ::alarm(0); }
-};
 
 // A tokenizer directory with the given encoder.json text and a valid-looking vocab.bpe header.
 fs::path vocab_dir(const std::string& name, const std::string& encoder_json) {

@@ -17,8 +17,13 @@
 #include "data/shard.h"
 #include "data_paths.h"
 #include "test_util.h"
+#include "error_test_util.h"
 
 namespace fs = std::filesystem;
+
+using eco_test::contains;
+using eco_test::data_error_of;
+using eco_test::HangGuard;
 
 namespace {
 
@@ -50,8 +55,6 @@ std::vector<uint16_t> byte_tokens(const std::vector<std::string>& docs) {
   }
   return out;
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 std::string byte_out(const fs::path& prefix) { return "--tokenizer byte --out " + prefix.string() + " "; }
 

@@ -21,8 +21,13 @@
 #include "core/error.h"
 #include "data/loader.h"
 #include "test_util.h"
+#include "error_test_util.h"
 
 namespace fs = std::filesystem;
+
+using eco_test::contains;
+using eco_test::data_error_of;
+using eco_test::HangGuard;
 
 namespace {
 
@@ -78,23 +83,6 @@ std::vector<std::vector<int32_t>> take_windows(eco::DataLoader& dl, int B, size_
   }
   return out;
 }
-
-std::string data_error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const eco::DataError& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-// Turns a hang into a prompt failure: SIGALRM's default action ends the test program.
-struct HangGuard {
-  explicit HangGuard(unsigned seconds) { ::alarm(seconds); }
-  ~HangGuard() { ::alarm(0); }
-};
 
 // Batches until one throws DataError; returns its message ("" if `limit` batches all succeed).
 std::string first_data_error(eco::DataLoader& dl, int B, size_t limit) {

@@ -17,8 +17,13 @@
 #include "core/error.h"
 #include "data/shard.h"
 #include "test_util.h"
+#include "error_test_util.h"
 
 namespace fs = std::filesystem;
+
+using eco_test::contains;
+using eco_test::data_error_of;
+using eco_test::HangGuard;
 
 namespace {
 
@@ -44,24 +49,6 @@ std::vector<char> raw_shard(int32_t magic, int32_t version, int32_t count, const
   }
   return out;
 }
-
-// The DataError's message, or "" when the call does not throw DataError.
-std::string data_error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const eco::DataError& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-// Turns a hang into a prompt failure: SIGALRM's default action ends the test program.
-struct HangGuard {
-  explicit HangGuard(unsigned seconds) { ::alarm(seconds); }
-  ~HangGuard() { ::alarm(0); }
-};
 
 }  // namespace
 

@@ -20,22 +20,16 @@
 #include "data/tokenizer.h"
 #include "data_paths.h"
 #include "test_util.h"
+#include "error_test_util.h"
 
 namespace fs = std::filesystem;
 using Ids = std::vector<uint32_t>;
 
+using eco_test::contains;
+using eco_test::data_error_of;
+using eco_test::HangGuard;
+
 namespace {
-
-std::string data_error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const eco::DataError& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // tiktoken's merge loop written the obvious way: scan all adjacent pairs, merge the leftmost of
 // lowest rank, repeat.

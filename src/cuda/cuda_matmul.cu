@@ -68,6 +68,27 @@ struct GemmShape {
   bool outer_vec = false;  // FP8 with per-row (A: m-vector, B: n-vector) fp32 dequantization scales
   uint32_t align_a = 256, align_b = 256, align_d = 256;
 
+  // D = op(A)·op(B) over these buffers, their alignment classes recorded.
+  static GemmShape of(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, int64_t lda,
+                      int64_t ldb, int64_t ldd, const void* a, const void* b, const void* d,
+                      cudaDataType_t a_type = CUDA_R_32F, cudaDataType_t b_type = CUDA_R_32F) {
+    GemmShape s;
+    s.ta = ta;
+    s.tb = tb;
+    s.m = m;
+    s.n = n;
+    s.k = k;
+    s.lda = lda;
+    s.ldb = ldb;
+    s.ldd = ldd;
+    s.a_type = a_type;
+    s.b_type = b_type;
+    s.align_a = alignment_of(a);
+    s.align_b = alignment_of(b);
+    s.align_d = alignment_of(d);
+    return s;
+  }
+
   std::string describe() const {
     char buf[256];
     std::snprintf(buf, sizeof buf, "M=%lld N=%lld K=%lld op %c%c, A %s B %s D %s%s, align %u/%u/%u",
@@ -383,22 +404,9 @@ std::string fp8_blocker(int cc_major, int cc_minor, const float* out, const Quan
 }
 
 GemmShape fp8_shape(const float* out, const QuantRef& a, const QuantRef& w, int N, int K, int OC) {
-  GemmShape s;
-  s.ta = CUBLAS_OP_T;
-  s.tb = CUBLAS_OP_N;
-  s.m = OC;
-  s.n = N;
-  s.k = K;
-  s.lda = K;
-  s.ldb = K;
-  s.ldd = OC;
-  s.a_type = fp8_type(w.format);
-  s.b_type = fp8_type(a.format);
-  s.d_type = CUDA_R_32F;
+  GemmShape s = GemmShape::of(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, K, K, K, OC, w.codes, a.codes, out, fp8_type(w.format),
+                              fp8_type(a.format));
   s.outer_vec = true;
-  s.align_a = alignment_of(w.codes);
-  s.align_b = alignment_of(a.codes);
-  s.align_d = alignment_of(out);
   return s;
 }
 
@@ -414,21 +422,7 @@ DeviceArch arch_of(int device) {
 
 // The row-major GEMM out[N,OC] = X[N,K]·W[OC,K]ᵀ in cuBLAS terms (see the top of the file).
 GemmShape nt_shape(cudaDataType_t in_type, const void* x, const void* w, const float* out, int N, int K, int OC) {
-  GemmShape s;
-  s.ta = CUBLAS_OP_T;
-  s.tb = CUBLAS_OP_N;
-  s.m = OC;
-  s.n = N;
-  s.k = K;
-  s.lda = K;
-  s.ldb = K;
-  s.ldd = OC;
-  s.a_type = s.b_type = in_type;
-  s.d_type = CUDA_R_32F;
-  s.align_a = alignment_of(w);
-  s.align_b = alignment_of(x);
-  s.align_d = alignment_of(out);
-  return s;
+  return GemmShape::of(CUBLAS_OP_T, CUBLAS_OP_N, OC, N, K, K, K, OC, w, x, out, in_type, in_type);
 }
 
 std::string dims(int N, int K, int OC) {
@@ -461,18 +455,7 @@ void CudaOps::matmul_backward(float* dinp, float* dweight, float* dbias, const f
     if (OC == 0) {
       ECO_CUDA_CHECK(cudaMemsetAsync(dinp, 0, static_cast<size_t>(N) * C * sizeof(float), stream_));
     } else {
-      GemmShape s;
-      s.ta = CUBLAS_OP_N;
-      s.tb = CUBLAS_OP_N;
-      s.m = C;
-      s.n = N;
-      s.k = OC;
-      s.lda = C;
-      s.ldb = OC;
-      s.ldd = C;
-      s.align_a = alignment_of(weight);
-      s.align_b = alignment_of(dout);
-      s.align_d = alignment_of(dinp);
+      const GemmShape s = GemmShape::of(CUBLAS_OP_N, CUBLAS_OP_N, C, N, OC, C, OC, C, weight, dout, dinp);
       lt_matmul(lt_, device_, stream_, workspace_, workspace_bytes_, s, weight, dout, dinp, 0.0f, nullptr, nullptr,
                 false, "matmul_backward (dinp)");
     }
@@ -480,18 +463,7 @@ void CudaOps::matmul_backward(float* dinp, float* dweight, float* dbias, const f
   // dweight[OC,C] += doutᵀ·inp: column-major dWᵀ (C×OC) += inpᵀ (C×N, op N)·dout (N×OC: dout's
   // bytes, OC×N, op T). beta = 1 accumulates in place.
   if (C > 0 && OC > 0) {
-    GemmShape s;
-    s.ta = CUBLAS_OP_N;
-    s.tb = CUBLAS_OP_T;
-    s.m = C;
-    s.n = OC;
-    s.k = N;
-    s.lda = C;
-    s.ldb = OC;
-    s.ldd = C;
-    s.align_a = alignment_of(inp);
-    s.align_b = alignment_of(dout);
-    s.align_d = alignment_of(dweight);
+    const GemmShape s = GemmShape::of(CUBLAS_OP_N, CUBLAS_OP_T, C, OC, N, C, OC, C, inp, dout, dweight);
     lt_matmul(lt_, device_, stream_, workspace_, workspace_bytes_, s, inp, dout, dweight, 1.0f, nullptr, nullptr,
               false, "matmul_backward (dweight)");
   }

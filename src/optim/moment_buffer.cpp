@@ -68,9 +68,14 @@ void MomentBuffer::store(size_t begin, size_t n, const float* src, const RandomK
 }
 
 void MomentBuffer::load(size_t begin, size_t n, float* dst) const {
-  if (format_ == StateFormat::Fp32) std::copy_n(f32_ + begin, n, dst);
-  else
-    for (size_t i = 0; i < n; ++i) dst[i] = bf16_decode(b16_[begin + i]);
+  if (format_ == StateFormat::Fp32) {
+    std::copy_n(f32_ + begin, n, dst);
+    return;
+  }
+  // Through a local pointer: a store to dst could otherwise alias the member b16_ itself, which
+  // would make the compiler reload it every element and keep the loop from vectorizing.
+  const uint16_t* __restrict src = b16_ + begin;
+  for (size_t i = 0; i < n; ++i) dst[i] = bf16_decode(src[i]);
 }
 
 }  // namespace eco

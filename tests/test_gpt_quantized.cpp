@@ -272,7 +272,7 @@ class RecordingOps final : public eco::Ops {
   void optimizer_step(const eco::OptimStepArgs& a) override { cpu.optimizer_step(a); }
   void accumulate_sum_squares(double* acc, const float* x, size_t n) override { cpu.accumulate_sum_squares(acc, x, n); }
   void accumulate_mean(double* acc, const float* x, size_t n) override { cpu.accumulate_mean(acc, x, n); }
-  void scale(float* x, size_t n, float f) override { cpu.scale(x, n, f); }
+
 
  private:
   static std::vector<float> copy_of(const float* p, size_t n) { return std::vector<float>(p, p + n); }

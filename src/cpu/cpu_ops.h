@@ -86,7 +86,6 @@ class CpuOps final : public Ops {
   void optimizer_step(const OptimStepArgs& args) override;
   void accumulate_sum_squares(double* acc, const float* x, size_t n) override;
   void accumulate_mean(double* acc, const float* x, size_t n) override;
-  void scale(float* x, size_t n, float factor) override;
 
   // ---- Optional timing counters (off by default; a steady_clock read per op when on) ----
   void set_profiling(bool on) { profiling_ = on; }

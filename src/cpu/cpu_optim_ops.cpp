@@ -39,16 +39,6 @@ void inject_error_sgdm(int64_t n, const float* __restrict wt, const float* __res
 // The clipped gradient, formed as the unfused clip-then-step did: one float multiply (exact at 1).
 inline float clipped(const float* g, int64_t j, float scale) { return scale == 1.0f ? g[j] : g[j] * scale; }
 
-// Rows updated together by the master-free step: those sharing scales, and at most ~64k elements.
-size_t panel_rows(const QuantRef& q) {
-  switch (q.granularity) {
-    case ScaleGranularity::PerRow: return std::clamp<size_t>(65536 / std::max<size_t>(q.cols, 1), 1, q.rows);
-    case ScaleGranularity::Block128: return std::min<size_t>(kScaleBlock, q.rows);
-    case ScaleGranularity::PerTensor: return q.rows;
-  }
-  return q.rows;
-}
-
 // The moments-and-weight update of elements [base, base+n) in place (w, m, v as fp32 views);
 // d[] receives Adam's denominators when wanted (ECO).
 void update_span(const OptimStepArgs& a, MomentBuffer& mb, MomentBuffer& vb, size_t base, int64_t n, float* w, float* mt,
@@ -133,7 +123,7 @@ void CpuOps::optimizer_step(const OptimStepArgs& a) {
   // gives w~ in fp32; w~ is re-quantized (fresh scales); for ECO the error e = w~ − dequant(codes')
   // goes into m before m is stored.
   QuantTensor q = view_of(a.quant);
-  const size_t P = panel_rows(a.quant);
+  const size_t P = cpu_master_free_panel_rows(a.quant.granularity, a.quant.rows, a.quant.cols);
   if (a.quant.granularity == ScaleGranularity::PerTensor && (a.row_begin != 0 || a.row_end != a.rows))
     throw Error("optimizer_step: a per-tensor-scaled tensor must be updated whole");
   w_tmp_.resize(P * cols);
@@ -181,9 +171,5 @@ void CpuOps::accumulate_mean(double* acc, const float* x, size_t n) {
   *acc += static_cast<double>(static_cast<float>(sum / static_cast<double>(n)));
 }
 
-void CpuOps::scale(float* x, size_t n, float factor) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) x[i] *= factor;
-}
 
 }  // namespace eco

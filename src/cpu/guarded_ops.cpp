@@ -205,9 +205,4 @@ void GuardedOps::accumulate_mean(double* acc, const float* x, size_t n) {
   inner_.accumulate_mean(acc, x, n);
 }
 
-void GuardedOps::scale(float* x, size_t n, float factor) {
-  const Unlocked open(*this);
-  inner_.scale(x, n, factor);
-}
-
 }  // namespace eco

@@ -52,7 +52,6 @@ class GuardedOps final : public Ops {
   void optimizer_step(const OptimStepArgs& args) override;
   void accumulate_sum_squares(double* acc, const float* x, size_t n) override;
   void accumulate_mean(double* acc, const float* x, size_t n) override;
-  void scale(float* x, size_t n, float factor) override;
 
  private:
   // Opens every buffer for the duration of one op.

@@ -81,7 +81,6 @@ class CudaOps final : public Ops {
   void optimizer_step(const OptimStepArgs& args) override;
   void accumulate_sum_squares(double* acc, const float* x, size_t n) override;
   void accumulate_mean(double* acc, const float* x, size_t n) override;
-  void scale(float* x, size_t n, float factor) override;
 
   // Waits for all queued work; copies to the host already synchronise.
   void synchronize();

@@ -225,12 +225,6 @@ __global__ void finish_sum_kernel(const double* partial, int count, double* acc,
   *acc += mean_of ? static_cast<double>(static_cast<float>(total / static_cast<double>(mean_of))) : total;
 }
 
-__global__ void scale_kernel(float* x, size_t n, float factor) {
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x)
-    x[i] *= factor;
-}
-
 template <class Fn>
 void with_codec(QuantFormat f, Fn&& fn) {
   switch (f) {
@@ -364,10 +358,5 @@ void CudaOps::accumulate_mean(double* acc, const float* x, size_t n) {
   ECO_CUDA_CHECK_LAUNCH("finish_sum_kernel");
 }
 
-void CudaOps::scale(float* x, size_t n, float factor) {
-  if (n == 0) return;
-  scale_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(x, n, factor);
-  ECO_CUDA_CHECK_LAUNCH("scale_kernel");
-}
 
 }  // namespace eco::cuda

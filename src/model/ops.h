@@ -125,8 +125,6 @@ class Ops {
   // *acc (backend double) += (double)(float)(Σ x[i] / n), the mean in double rounded to float (a
   // micro-batch's mean loss, as forward() returns it).
   virtual void accumulate_mean(double* acc, const float* x, size_t n) = 0;
-  // x[i] *= factor.
-  virtual void scale(float* x, size_t n, float factor) = 0;
 };
 
 }  // namespace eco

@@ -62,4 +62,18 @@ struct OptimStepArgs {
   bool master_free() const { return quantized() && value == nullptr; }
 };
 
+// Rows the CPU backend updates together in a master-free step: whole scale groups, about 64k
+// elements (its scratch is four fp32 panels of this size; the memory plan counts them).
+inline size_t cpu_master_free_panel_rows(ScaleGranularity g, size_t rows, size_t cols) {
+  switch (g) {
+    case ScaleGranularity::PerRow: {
+      const size_t by_size = 65536 / (cols > 0 ? cols : 1);
+      return by_size < 1 ? 1 : (by_size > rows ? rows : by_size);
+    }
+    case ScaleGranularity::Block128: return rows < kScaleBlock ? rows : kScaleBlock;
+    case ScaleGranularity::PerTensor: return rows;
+  }
+  return rows;
+}
+
 }  // namespace eco

@@ -452,12 +452,21 @@ std::vector<int64_t> checkpoint_steps(const fs::path& run_dir) {
   return steps;
 }
 
+std::string delete_checkpoint(const fs::path& ckpt_dir) {
+  // Rename first so a crash mid-delete never leaves a half-deleted ckpt_ directory to be tried; a
+  // crash after the rename leaves a temp directory the next prune removes.
+  const fs::path doomed = ckpt_dir.parent_path() / (std::string(kTmpPrefix) + "deleting_" + ckpt_dir.filename().string() +
+                                                    "_" + std::to_string(::getpid()));
+  if (std::rename(ckpt_dir.c_str(), doomed.c_str()) != 0) return std::strerror(errno);
+  remove_tree(doomed);
+  return "";
+}
+
 void prune_checkpoints(const fs::path& run_dir, int keep_last, const std::function<bool(const nlohmann::json&)>& also_keep) {
   if (keep_last < 1) throw std::invalid_argument("prune_checkpoints: keep_last must be >= 1, got " + std::to_string(keep_last));
   std::error_code exists_ec;
   if (!fs::is_directory(run_dir, exists_ec)) return;
   const std::vector<FoundCheckpoint> found = list_checkpoints(run_dir);
-  const std::string pid = std::to_string(::getpid());
   // Newest first: the first keep_last intact ones are kept, and the newest intact one that
   // `also_keep` selects; damaged ones neither count nor are kept once older than the oldest kept.
   int intact_seen = 0;
@@ -476,15 +485,9 @@ void prune_checkpoints(const fs::path& run_dir, int keep_last, const std::functi
     if (!intact && intact_seen < keep_last) continue;  // newer than what is kept: leave it for inspection
     doomed_dirs.push_back(c.dir);
   }
-  for (const fs::path& dir : doomed_dirs) {
-    // Rename first so a crash mid-delete never leaves a half-deleted ckpt_ directory to be tried.
-    const fs::path doomed = run_dir / (std::string(kTmpPrefix) + "deleting_" + dir.filename().string() + "_" + pid);
-    if (std::rename(dir.c_str(), doomed.c_str()) != 0) {
-      spdlog::warn("could not delete old checkpoint {}: {}", dir.string(), std::strerror(errno));
-      continue;
-    }
-    remove_tree(doomed);
-  }
+  for (const fs::path& dir : doomed_dirs)
+    if (const std::string error = delete_checkpoint(dir); !error.empty())
+      spdlog::warn("could not delete old checkpoint {}: {}", dir.string(), error);
   std::error_code ec;
   std::vector<fs::path> stale;
   for (const fs::directory_entry& d : fs::directory_iterator(run_dir, ec)) {

@@ -115,6 +115,10 @@ std::optional<LoadedCheckpoint> load_latest_checkpoint(const std::filesystem::pa
 // Steps of the ckpt_ directories in RUN_DIR (intact or not), newest first.
 std::vector<int64_t> checkpoint_steps(const std::filesystem::path& run_dir);
 
+// Deletes one checkpoint directory, renamed away first so a crash never leaves half of it under a
+// ckpt_ name; returns "" or the OS's reason.
+std::string delete_checkpoint(const std::filesystem::path& ckpt_dir);
+
 // Keeps the `keep_last` (>= 1) newest intact checkpoints (manifest verified, every blob of its
 // recorded size) plus the newest intact one whose meta `also_keep` accepts; deletes older ones.
 // Damaged checkpoints do not count toward keep_last; those newer than the oldest kept one are left

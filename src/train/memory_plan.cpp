@@ -82,11 +82,7 @@ MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const
     }
     p.linear_params += n;
     max_linear = std::max(max_linear, n);
-    // Rows updated together by the master-free step (WeightOptimizer::panel_rows).
-    const size_t panel = spec.granularity == ScaleGranularity::PerRow
-                             ? std::clamp<size_t>(65536 / std::max<size_t>(s.cols, 1), 1, s.rows)
-                             : spec.granularity == ScaleGranularity::Block128 ? std::min<size_t>(128, s.rows) : s.rows;
-    max_panel = std::max(max_panel, panel * s.cols);
+    max_panel = std::max(max_panel, cpu_master_free_panel_rows(spec.granularity, s.rows, s.cols) * s.cols);
     if (!external) p.model_param_bytes += n * sizeof(float);
     if (tr.quantized) {
       p.code_bytes += n * code_size;

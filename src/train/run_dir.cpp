@@ -70,11 +70,8 @@ PreviousRun inspect_run_dir(const fs::path& run_dir) {
 void discard_previous_run(const fs::path& run_dir) {
   for (int64_t step : checkpoint_steps(run_dir)) {
     const fs::path dir = run_dir / checkpoint_dir_name(step);
-    const fs::path doomed = run_dir / (".tmp_ckpt_overwritten_" + dir.filename().string() + "_" + std::to_string(::getpid()));
-    std::error_code ec;
-    fs::rename(dir, doomed, ec);
-    if (!ec) fs::remove_all(doomed, ec);
-    if (ec) throw SystemError("--overwrite: cannot delete " + dir.string() + ": " + ec.message());
+    if (const std::string error = delete_checkpoint(dir); !error.empty())
+      throw SystemError("--overwrite: cannot delete " + dir.string() + ": " + error);
   }
   for (const char* file : {"metrics.jsonl", "config.json"}) {
     std::error_code ec;

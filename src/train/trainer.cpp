@@ -135,6 +135,7 @@ class TrainingRun {
   StepScalars* scalars_ = nullptr;  // backend memory
   StepScalars read_scalars() const;
   void check_updates_finite() const;
+  void throw_if_bad_update(const StepScalars& s) const;
   double prior_elapsed_s_ = 0;  // training time of earlier invocations (resume)
   std::chrono::steady_clock::time_point run_start_;
   double train_seconds_ = 0;    // time in train steps of this invocation, for tokens/s and ETA
@@ -307,8 +308,10 @@ StepScalars TrainingRun::read_scalars() const {
 
 // A checkpoint must never hold weights an update made non-finite.
 void TrainingRun::check_updates_finite() const {
-  if (!scalars_) return;
-  const StepScalars s = read_scalars();
+  if (scalars_) throw_if_bad_update(read_scalars());
+}
+
+void TrainingRun::throw_if_bad_update(const StepScalars& s) const {
   if (s.bad_weights != 0)
     throw NumericsError("the last update made " + std::to_string(s.bad_weights) + " weights non-finite; the last good "
                         "checkpoint in " + out_dir_.string() + " is untouched");
@@ -399,9 +402,7 @@ int TrainingRun::execute() {
     }
     ops_->accumulate_sum_squares(&scalars_->grad_norm_sq, model_->grads(), n);
     const StepScalars s = read_scalars();  // the step's one host read
-    if (s.bad_weights != 0)
-      throw NumericsError("the update of step " + std::to_string(step - 1) + " made " + std::to_string(s.bad_weights) +
-                          " weights non-finite; the last good checkpoint in " + out_dir_.string() + " is untouched");
+    throw_if_bad_update(s);
     const float loss = static_cast<float>(s.loss_sum / accum_);
     const double norm = std::sqrt(s.grad_norm_sq);
     const double lr = schedule_.lr_at(step - 1);

@@ -258,6 +258,35 @@ class RecordingOps final : public eco::Ops {
                              int N, int V, int Vp) override {
     cpu.crossentropy_backward(dlogits, logits, lse, tgt, dloss, N, V, Vp);
   }
+  void moe_route(float* p, float* lse, int32_t* idx, float* g, const float* logits, const float* bias, int N, int E,
+                 int K, bool renorm) override {
+    cpu.moe_route(p, lse, idx, g, logits, bias, N, E, K, renorm);
+  }
+  void moe_dispatch_plan(int32_t* counts, int32_t* slot, int32_t* tok, const int32_t* idx, int N, int K, int E,
+                         int cap) override {
+    cpu.moe_dispatch_plan(counts, slot, tok, idx, N, K, E, cap);
+  }
+  void moe_gather(float* out, const float* x, const int32_t* tok, int rows, int C) override {
+    cpu.moe_gather(out, x, tok, rows, C);
+  }
+  void moe_gather_backward(float* dx, const float* dxp, const int32_t* slot, int N, int K, int C) override {
+    cpu.moe_gather_backward(dx, dxp, slot, N, K, C);
+  }
+  void moe_combine(float* y, const float* eo, const float* g, const int32_t* slot, int N, int K, int C) override {
+    cpu.moe_combine(y, eo, g, slot, N, K, C);
+  }
+  void moe_combine_backward(float* deo, float* dg, const float* dy, const float* eo, const float* g,
+                            const int32_t* slot, int N, int K, int C) override {
+    cpu.moe_combine_backward(deo, dg, dy, eo, g, slot, N, K, C);
+  }
+  void moe_router_backward(float* dl, const float* p, const float* lse, const int32_t* idx, const float* g,
+                           const float* dg, const int32_t* routed, float aux, float z, int N, int E, int K,
+                           bool renorm) override {
+    cpu.moe_router_backward(dl, p, lse, idx, g, dg, routed, aux, z, N, E, K, renorm);
+  }
+  void moe_accumulate_prob_sums(float* sums, const float* p, int N, int E) override {
+    cpu.moe_accumulate_prob_sums(sums, p, N, E);
+  }
   void quantize_rows(const eco::QuantRef& q, size_t r0, size_t r1, const float* x, eco::Rounding r,
                      const eco::RandomKey* key, int64_t* bad) override {
     cpu.quantize_rows(q, r0, r1, x, r, key, bad);

@@ -24,6 +24,7 @@ const char* op_kind_name(OpKind k) {
     case OpKind::Rope: return "rope";
     case OpKind::Residual: return "residual";
     case OpKind::CrossEntropy: return "softmax/CE";
+    case OpKind::Moe: return "moe routing";
     case OpKind::Count: break;
   }
   return "?";
@@ -176,6 +177,38 @@ void CpuOps::crossentropy_backward(float* dlogits, const float* logits, const fl
                                    float dloss, int N, int V, int Vp) {
   Timer t(*this, OpKind::CrossEntropy, 0);
   cpu::crossentropy_backward(dlogits, logits, lse, targets, dloss, N, V, Vp);
+}
+void CpuOps::moe_route(float* probs, float* lse, int32_t* expert_idx, float* gates, const float* logits, const float* bias, int N, int E, int K, bool renormalize) {
+  Timer t(*this, OpKind::Moe, 0);
+  cpu::moe_route(probs, lse, expert_idx, gates, logits, bias, N, E, K, renormalize);
+}
+void CpuOps::moe_dispatch_plan(int32_t* counts, int32_t* slot_of, int32_t* token_of, const int32_t* expert_idx, int N, int K, int E, int capacity) {
+  Timer t(*this, OpKind::Moe, 0);
+  cpu::moe_dispatch_plan(counts, slot_of, token_of, expert_idx, N, K, E, capacity);
+}
+void CpuOps::moe_gather(float* out, const float* x, const int32_t* token_of, int rows, int C) {
+  Timer t(*this, OpKind::Moe, 0);
+  cpu::moe_gather(out, x, token_of, rows, C);
+}
+void CpuOps::moe_gather_backward(float* dx, const float* dxp, const int32_t* slot_of, int N, int K, int C) {
+  Timer t(*this, OpKind::Moe, 0);
+  cpu::moe_gather_backward(dx, dxp, slot_of, N, K, C);
+}
+void CpuOps::moe_combine(float* y, const float* expert_out, const float* gates, const int32_t* slot_of, int N, int K, int C) {
+  Timer t(*this, OpKind::Moe, 0);
+  cpu::moe_combine(y, expert_out, gates, slot_of, N, K, C);
+}
+void CpuOps::moe_combine_backward(float* dexpert_out, float* dgates, const float* dy, const float* expert_out, const float* gates, const int32_t* slot_of, int N, int K, int C) {
+  Timer t(*this, OpKind::Moe, 0);
+  cpu::moe_combine_backward(dexpert_out, dgates, dy, expert_out, gates, slot_of, N, K, C);
+}
+void CpuOps::moe_router_backward(float* dlogits, const float* probs, const float* lse, const int32_t* expert_idx, const float* gates, const float* dgates, const int32_t* routed, float aux_scale, float z_scale, int N, int E, int K, bool renormalize) {
+  Timer t(*this, OpKind::Moe, 0);
+  cpu::moe_router_backward(dlogits, probs, lse, expert_idx, gates, dgates, routed, aux_scale, z_scale, N, E, K, renormalize);
+}
+void CpuOps::moe_accumulate_prob_sums(float* sums, const float* probs, int N, int E) {
+  Timer t(*this, OpKind::Moe, 0);
+  cpu::moe_accumulate_prob_sums(sums, probs, N, E);
 }
 
 std::string CpuOps::stats_report() const {

@@ -175,6 +175,46 @@ void GuardedOps::crossentropy_backward(float* dlogits, const float* logits, cons
   inner_.crossentropy_backward(dlogits, logits, lse, targets, dloss, N, V, Vp);
 }
 
+void GuardedOps::moe_route(float* probs, float* lse, int32_t* expert_idx, float* gates, const float* logits, const float* bias, int N, int E, int K, bool renormalize) {
+  const Unlocked open(*this);
+  inner_.moe_route(probs, lse, expert_idx, gates, logits, bias, N, E, K, renormalize);
+}
+
+void GuardedOps::moe_dispatch_plan(int32_t* counts, int32_t* slot_of, int32_t* token_of, const int32_t* expert_idx, int N, int K, int E, int capacity) {
+  const Unlocked open(*this);
+  inner_.moe_dispatch_plan(counts, slot_of, token_of, expert_idx, N, K, E, capacity);
+}
+
+void GuardedOps::moe_gather(float* out, const float* x, const int32_t* token_of, int rows, int C) {
+  const Unlocked open(*this);
+  inner_.moe_gather(out, x, token_of, rows, C);
+}
+
+void GuardedOps::moe_gather_backward(float* dx, const float* dxp, const int32_t* slot_of, int N, int K, int C) {
+  const Unlocked open(*this);
+  inner_.moe_gather_backward(dx, dxp, slot_of, N, K, C);
+}
+
+void GuardedOps::moe_combine(float* y, const float* expert_out, const float* gates, const int32_t* slot_of, int N, int K, int C) {
+  const Unlocked open(*this);
+  inner_.moe_combine(y, expert_out, gates, slot_of, N, K, C);
+}
+
+void GuardedOps::moe_combine_backward(float* dexpert_out, float* dgates, const float* dy, const float* expert_out, const float* gates, const int32_t* slot_of, int N, int K, int C) {
+  const Unlocked open(*this);
+  inner_.moe_combine_backward(dexpert_out, dgates, dy, expert_out, gates, slot_of, N, K, C);
+}
+
+void GuardedOps::moe_router_backward(float* dlogits, const float* probs, const float* lse, const int32_t* expert_idx, const float* gates, const float* dgates, const int32_t* routed, float aux_scale, float z_scale, int N, int E, int K, bool renormalize) {
+  const Unlocked open(*this);
+  inner_.moe_router_backward(dlogits, probs, lse, expert_idx, gates, dgates, routed, aux_scale, z_scale, N, E, K, renormalize);
+}
+
+void GuardedOps::moe_accumulate_prob_sums(float* sums, const float* probs, int N, int E) {
+  const Unlocked open(*this);
+  inner_.moe_accumulate_prob_sums(sums, probs, N, E);
+}
+
 void GuardedOps::quantize_rows(const QuantRef& q, size_t row_begin, size_t row_end, const float* x, Rounding rounding, const RandomKey* key, int64_t* bad_count) {
   const Unlocked open(*this);
   inner_.quantize_rows(q, row_begin, row_end, x, rounding, key, bad_count);

@@ -73,6 +73,20 @@ class CudaOps final : public Ops {
                              float dloss, int N, int V, int Vp) override;
 
 
+  void moe_route(float* probs, float* lse, int32_t* expert_idx, float* gates, const float* logits, const float* bias,
+                 int N, int E, int K, bool renormalize) override;
+  void moe_dispatch_plan(int32_t* counts, int32_t* slot_of, int32_t* token_of, const int32_t* expert_idx, int N, int K,
+                         int E, int capacity) override;
+  void moe_gather(float* out, const float* x, const int32_t* token_of, int rows, int C) override;
+  void moe_gather_backward(float* dx, const float* dxp, const int32_t* slot_of, int N, int K, int C) override;
+  void moe_combine(float* y, const float* expert_out, const float* gates, const int32_t* slot_of, int N, int K,
+                   int C) override;
+  void moe_combine_backward(float* dexpert_out, float* dgates, const float* dy, const float* expert_out,
+                            const float* gates, const int32_t* slot_of, int N, int K, int C) override;
+  void moe_router_backward(float* dlogits, const float* probs, const float* lse, const int32_t* expert_idx,
+                           const float* gates, const float* dgates, const int32_t* routed, float aux_scale,
+                           float z_scale, int N, int E, int K, bool renormalize) override;
+  void moe_accumulate_prob_sums(float* sums, const float* probs, int N, int E) override;
   void quantize_rows(const QuantRef& q, size_t row_begin, size_t row_end, const float* x, Rounding rounding,
                      const RandomKey* key, int64_t* bad_count) override;
   void dequantize_rows(float* out, const QuantRef& q, size_t row_begin, size_t row_end) override;

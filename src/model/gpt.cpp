@@ -13,8 +13,6 @@
 namespace eco {
 namespace {
 
-constexpr size_t npos = std::numeric_limits<size_t>::max();
-
 // Fills x[0..n) with normal(0, std) draws: splitmix64 → two uniforms → Box-Muller pair.
 void fill_normal(float* x, size_t n, double std, uint64_t stream) {
   uint64_t state = stream;
@@ -46,6 +44,8 @@ const char* param_kind_name(ParamKind k) {
     case ParamKind::Head: return "head";
     case ParamKind::Norm: return "norm";
     case ParamKind::Bias: return "bias";
+    case ParamKind::Expert: return "expert";
+    case ParamKind::Router: return "router";
   }
   return "?";
 }
@@ -62,6 +62,15 @@ GPT::GPT(const ModelConfig& cfg, Ops& ops, GptOptions options) : cfg_(cfg), ops_
   if (cfg_.arch == Arch::GPT2 && !cfg_.tied_head) bad("the gpt2 architecture always ties the head; set tied_head");
   if (cfg_.arch == Arch::Llama && cfg_.head_dim() % 2 != 0)
     bad("RoPE needs an even head dimension, d_model/n_head = " + std::to_string(cfg_.head_dim()));
+  const MoeConfig& moe = cfg_.moe;
+  if (moe.enabled()) {
+    if (moe.top_k < 1 || moe.top_k > moe.experts)
+      bad("moe.top_k " + std::to_string(moe.top_k) + " must be in [1, moe.experts = " + std::to_string(moe.experts) +
+          "]");
+    if (moe.every < 1 || moe.first_layer < 0 || moe.first_layer >= cfg_.n_layer)
+      bad("moe.first_layer must be a layer index and moe.every positive");
+    if (moe.capacity_factor < 0.0f) bad("moe.capacity_factor must be >= 0");
+  }
   build_layout();
   params_ = ops_.alloc_floats(resident_params_);
   grads_ = ops_.alloc_floats(num_params_);
@@ -70,6 +79,16 @@ GPT::GPT(const ModelConfig& cfg, Ops& ops, GptOptions options) : cfg_(cfg), ops_
   // footprint from the start.
   if (options_.external_linear_weights) weight_scratch_ = ops_.alloc_floats(max_linear_numel_);
   ops_.fill_zero(grads_, num_params_ * sizeof(float));
+  if (moe.enabled()) {
+    const size_t n = static_cast<size_t>(cfg_.moe_layer_count()) * moe.experts;
+    expert_bias_ = ops_.alloc_floats(n);
+    ops_.fill_zero(expert_bias_, n * sizeof(float));
+    expert_bias_host_.assign(n, 0.0f);
+    moe_prob_sums_ = ops_.alloc_floats(n);
+    moe_z_sums_ = static_cast<double*>(ops_.alloc(static_cast<size_t>(cfg_.moe_layer_count()) * sizeof(double)));
+    moe_counts_.assign(static_cast<size_t>(cfg_.moe_layer_count()), std::vector<int32_t>(2 * static_cast<size_t>(moe.experts)));
+    reset_moe_totals();
+  }
   if (cfg_.arch == Arch::Llama) {
     const int half = cfg_.head_dim() / 2;
     std::vector<float> c(static_cast<size_t>(cfg_.max_seq_len) * half), s(c.size());
@@ -95,20 +114,25 @@ GPT::~GPT() {
   if (rope_sin_) ops_.free(rope_sin_);
   if (act_buffer_) ops_.free(act_buffer_);
   if (weight_scratch_) ops_.free(weight_scratch_);
+  if (expert_bias_) ops_.free(expert_bias_);
+  if (moe_prob_sums_) ops_.free(moe_prob_sums_);
+  if (moe_z_sums_) ops_.free(moe_z_sums_);
 }
 
-// Stacked [L, ...] tensors in llm.c's order (for gpt2 the buffer IS an llm.c checkpoint body), one
-// ParamTensor per layer so every linear weight is its own [out, in] matrix. With external linear
-// weights the tensor list and its order stay the same; only the offsets move the Linear tensors
-// behind all the others, so params() can stop where they begin and every [L, ...] group stays
-// contiguous.
+// Stacked [L, ...] tensors in llm.c's order (for a dense gpt2 the buffer IS an llm.c checkpoint
+// body), one ParamTensor per layer so every linear weight is its own [out, in] matrix. The dense
+// MLP of an MoE layer is absent unless it is the shared expert; the routers and experts follow all
+// the llm.c tensors. With external linear weights the tensor list and its order stay the same;
+// only the offsets move the quantizable tensors behind all the others, so params() can stop where
+// they begin.
 void GPT::build_layout() {
   const int64_t L = cfg_.n_layer, C = cfg_.d_model, H = cfg_.hidden(), Vp = cfg_.padded_vocab;
   const bool gpt2 = cfg_.arch == Arch::GPT2;
+  const MoeConfig& moe = cfg_.moe;
   const int64_t mlp_in = gpt2 ? H : 2 * H;  // llama: gate and up in one [2H, C] matrix
-  const double std = cfg_.init_std;
-  const double proj_std = cfg_.init_std / std::sqrt(2.0 * static_cast<double>(L));
-  // First the tensors (index of the first of each group in the views), then the offsets.
+  const float std = cfg_.init_std;
+  const float proj_std = static_cast<float>(cfg_.init_std / std::sqrt(2.0 * static_cast<double>(L)));
+  const bool quantize_dense = !moe.enabled() || moe.quantize_dense_linears;
   auto add = [&](const std::string& name, std::vector<int64_t> shape, ParamKind kind, float init) {
     size_t numel = 1;
     for (int64_t d : shape) numel *= static_cast<size_t>(d);
@@ -117,59 +141,67 @@ void GPT::build_layout() {
     t.shape = std::move(shape);
     t.numel = numel;
     t.kind = kind;
-    t.weight_decay = t.shape.size() == 2;
+    t.weight_decay = t.shape.size() == 2 && kind != ParamKind::Router;
+    t.quantizable = kind == ParamKind::Expert || (kind == ParamKind::Linear && quantize_dense);
     tensors_.push_back(std::move(t));
     init_std_.push_back(init);
     return tensors_.size() - 1;
   };
-  auto add_stacked = [&](const std::string& suffix, const std::vector<int64_t>& shape, ParamKind kind, float init) {
-    const size_t first = tensors_.size();
-    for (int64_t l = 0; l < L; ++l) add("h." + std::to_string(l) + "." + suffix, shape, kind, init);
-    return first;
+  layers_.assign(static_cast<size_t>(L), LayerParams{});
+  auto stacked = [&](size_t LayerParams::*field, const std::string& suffix, const std::vector<int64_t>& shape,
+                     ParamKind kind, float init, bool dense_mlp = false) {
+    for (int64_t l = 0; l < L; ++l) {
+      const bool has_dense_mlp = !moe.is_moe_layer(static_cast<int>(l)) || moe.shared_expert;
+      if (dense_mlp && !has_dense_mlp) continue;
+      layers_[static_cast<size_t>(l)].*field = add("h." + std::to_string(l) + "." + suffix, shape, kind, init);
+    }
   };
   constexpr float kZeros = 0.0f, kOnes = -1.0f;
-  Views idx{};
-  idx.wte = add("wte", {Vp, C}, ParamKind::Embedding, static_cast<float>(std));
-  idx.wpe = gpt2 ? add("wpe", {cfg_.max_seq_len, C}, ParamKind::Embedding, static_cast<float>(std)) : npos;
-  idx.ln1w = add_stacked("ln1.w", {C}, ParamKind::Norm, kOnes);
-  idx.ln1b = gpt2 ? add_stacked("ln1.b", {C}, ParamKind::Norm, kZeros) : npos;
-  idx.qkvw = add_stacked("qkv.w", {3 * C, C}, ParamKind::Linear, static_cast<float>(std));
-  idx.qkvb = gpt2 ? add_stacked("qkv.b", {3 * C}, ParamKind::Bias, kZeros) : npos;
-  idx.attprojw = add_stacked("attproj.w", {C, C}, ParamKind::Linear, static_cast<float>(proj_std));
-  idx.attprojb = gpt2 ? add_stacked("attproj.b", {C}, ParamKind::Bias, kZeros) : npos;
-  idx.ln2w = add_stacked("ln2.w", {C}, ParamKind::Norm, kOnes);
-  idx.ln2b = gpt2 ? add_stacked("ln2.b", {C}, ParamKind::Norm, kZeros) : npos;
-  idx.fcw = add_stacked("fc.w", {mlp_in, C}, ParamKind::Linear, static_cast<float>(std));
-  idx.fcb = gpt2 ? add_stacked("fc.b", {mlp_in}, ParamKind::Bias, kZeros) : npos;
-  idx.fcprojw = add_stacked("fcproj.w", {C, H}, ParamKind::Linear, static_cast<float>(proj_std));
-  idx.fcprojb = gpt2 ? add_stacked("fcproj.b", {C}, ParamKind::Bias, kZeros) : npos;
-  idx.lnfw = add("lnf.w", {C}, ParamKind::Norm, kOnes);
-  idx.lnfb = gpt2 ? add("lnf.b", {C}, ParamKind::Norm, kZeros) : npos;
-  idx.head = cfg_.tied_head ? npos : add("head.w", {Vp, C}, ParamKind::Head, static_cast<float>(std));
+  wte_ = add("wte", {Vp, C}, ParamKind::Embedding, std);
+  if (gpt2) wpe_ = add("wpe", {cfg_.max_seq_len, C}, ParamKind::Embedding, std);
+  stacked(&LayerParams::ln1w, "ln1.w", {C}, ParamKind::Norm, kOnes);
+  if (gpt2) stacked(&LayerParams::ln1b, "ln1.b", {C}, ParamKind::Norm, kZeros);
+  stacked(&LayerParams::qkvw, "qkv.w", {3 * C, C}, ParamKind::Linear, std);
+  if (gpt2) stacked(&LayerParams::qkvb, "qkv.b", {3 * C}, ParamKind::Bias, kZeros);
+  stacked(&LayerParams::attprojw, "attproj.w", {C, C}, ParamKind::Linear, proj_std);
+  if (gpt2) stacked(&LayerParams::attprojb, "attproj.b", {C}, ParamKind::Bias, kZeros);
+  stacked(&LayerParams::ln2w, "ln2.w", {C}, ParamKind::Norm, kOnes);
+  if (gpt2) stacked(&LayerParams::ln2b, "ln2.b", {C}, ParamKind::Norm, kZeros);
+  stacked(&LayerParams::fcw, "fc.w", {mlp_in, C}, ParamKind::Linear, std, true);
+  if (gpt2) stacked(&LayerParams::fcb, "fc.b", {mlp_in}, ParamKind::Bias, kZeros, true);
+  stacked(&LayerParams::fcprojw, "fcproj.w", {C, H}, ParamKind::Linear, proj_std, true);
+  if (gpt2) stacked(&LayerParams::fcprojb, "fcproj.b", {C}, ParamKind::Bias, kZeros, true);
+  lnfw_ = add("lnf.w", {C}, ParamKind::Norm, kOnes);
+  if (gpt2) lnfb_ = add("lnf.b", {C}, ParamKind::Norm, kZeros);
+  if (!cfg_.tied_head) head_ = add("head.w", {Vp, C}, ParamKind::Head, std);
+  // Experts: no biases (as the MoE trainers), the expert MLP's own activation.
+  int moe_index = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    if (!moe.is_moe_layer(static_cast<int>(l))) continue;
+    LayerParams& lp = layers_[static_cast<size_t>(l)];
+    const std::string pre = "h." + std::to_string(l) + ".";
+    lp.moe_index = moe_index++;
+    lp.router = add(pre + "router.w", {moe.experts, C}, ParamKind::Router, std);
+    for (int e = 0; e < moe.experts; ++e) {
+      const std::string ex = pre + "expert." + std::to_string(e) + ".";
+      lp.expert_fc.push_back(add(ex + "fc.w", {cfg_.expert_in_width(), C}, ParamKind::Expert, std));
+      lp.expert_proj.push_back(add(ex + "fcproj.w", {C, cfg_.expert_hidden()}, ParamKind::Expert, proj_std));
+    }
+  }
 
   size_t off = 0;
   const bool external = options_.external_linear_weights;
   for (int pass = 0; pass < (external ? 2 : 1); ++pass) {
     for (ParamTensor& t : tensors_) {
-      if (external && (t.kind == ParamKind::Linear) != (pass == 1)) continue;
+      if (external && t.quantizable != (pass == 1)) continue;
       t.offset = off;
       off += t.numel;
     }
     if (pass == 0) resident_params_ = off;
   }
   num_params_ = off;
-
-  for (size_t Views::*view : {&Views::wte, &Views::wpe, &Views::ln1w, &Views::ln1b, &Views::qkvw, &Views::qkvb,
-                              &Views::attprojw, &Views::attprojb, &Views::ln2w, &Views::ln2b, &Views::fcw, &Views::fcb,
-                              &Views::fcprojw, &Views::fcprojb, &Views::lnfw, &Views::lnfb, &Views::head})
-    v_.*view = idx.*view == npos ? npos : tensors_[idx.*view].offset;
-  linear_tensor_index_.resize(static_cast<size_t>(L));
-  for (int64_t l = 0; l < L; ++l) {
-    const size_t ul = static_cast<size_t>(l);
-    linear_tensor_index_[ul] = {idx.qkvw + ul, idx.attprojw + ul, idx.fcw + ul, idx.fcprojw + ul};
-  }
   for (const ParamTensor& t : tensors_)
-    if (t.kind == ParamKind::Linear && t.numel > max_linear_numel_) max_linear_numel_ = t.numel;
+    if (t.quantizable && t.numel > max_linear_numel_) max_linear_numel_ = t.numel;
 }
 
 const ParamTensor& GPT::tensor(const std::string& name) const {
@@ -224,13 +256,19 @@ void GPT::set_linear_weight_source(const LinearWeightSource* source) {
 
 size_t GPT::weight_scratch_floats() const { return weight_scratch_ ? max_linear_numel_ : 0; }
 
-size_t GPT::head_offset() const { return cfg_.tied_head ? v_.wte : v_.head; }
-
 size_t GPT::num_non_embedding_params() const {
   size_t n = num_params_;
   for (const ParamTensor& t : tensors_)
     if (t.kind == ParamKind::Embedding || t.kind == ParamKind::Head) n -= t.numel;
   return n;
+}
+
+size_t GPT::num_active_params() const {
+  if (!cfg_.moe.enabled()) return num_params_;
+  size_t inactive = 0;
+  for (const ParamTensor& t : tensors_)
+    if (t.kind == ParamKind::Expert) inactive += t.numel;
+  return num_params_ - inactive + inactive / static_cast<size_t>(cfg_.moe.experts) * static_cast<size_t>(cfg_.moe.top_k);
 }
 
 std::string GPT::summary() const {
@@ -241,7 +279,19 @@ std::string GPT::summary() const {
                 cfg_.arch == Arch::GPT2 ? "gpt2" : "llama", cfg_.n_layer, cfg_.d_model, cfg_.n_head, cfg_.hidden(),
                 cfg_.vocab_size, cfg_.padded_vocab, cfg_.max_seq_len, cfg_.tied_head ? "tied" : "untied",
                 static_cast<double>(num_params_) * 1e-6, static_cast<double>(num_non_embedding_params()) * 1e-6);
-  return buf;
+  std::string out = buf;
+  if (cfg_.moe.enabled()) {
+    const MoeConfig& m = cfg_.moe;
+    std::snprintf(buf, sizeof buf,
+                  "; MoE in %d layers: %d experts (hidden %d, %s), top-%d%s, %s; %.2fM active per token",
+                  cfg_.moe_layer_count(), m.experts, cfg_.expert_hidden(),
+                  m.activation == MlpActivation::SwiGlu ? "swiglu" : "gelu", m.top_k,
+                  m.shared_expert ? " + shared expert" : "",
+                  m.capacity_factor > 0 ? ("capacity factor " + std::to_string(m.capacity_factor)).c_str() : "dropless",
+                  static_cast<double>(num_active_params()) * 1e-6);
+    out += buf;
+  }
+  return out;
 }
 
 void GPT::zero_grad() { ops_.fill_zero(grads_, num_params_ * sizeof(float)); }

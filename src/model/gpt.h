@@ -1,7 +1,8 @@
 #pragma once
-// The dense GPT: GPT-2 (llm.c layout: learned positions, LayerNorm, GELU(tanh), biases, tied head)
-// or Llama-style (RMSNorm, RoPE, SwiGLU, no biases, tied or untied head), orchestrated over the
-// ops interface. All parameters live in one buffer with named views; gradients mirror it;
+// The GPT: GPT-2 (llm.c layout: learned positions, LayerNorm, GELU(tanh), biases, tied head) or
+// Llama-style (RMSNorm, RoPE, SwiGLU, no biases, tied or untied head), optionally with sparse MoE
+// layers (ModelConfig::moe: a router and E expert MLPs instead of the dense MLP), orchestrated over
+// the ops interface. All parameters live in one buffer of named tensors; gradients mirror it;
 // activations are one buffer sized up front for the largest (B, T) seen.
 //
 // For the FP8 work the block linears can read their weights from elsewhere (a LinearWeightSource:
@@ -21,6 +22,8 @@ namespace eco {
 // What a parameter tensor is for; the FP8 work quantizes the Linear ones.
 enum class ParamKind {
   Linear,     // a linear weight inside a transformer block: QKV, attention out, MLP in (/gate|up), MLP out
+  Expert,     // a linear weight of an MoE expert (first or second matrix)
+  Router,     // an MoE router [E, C]: fp32 always (it is not a GEMM operand worth quantizing)
   Embedding,  // token (and position) embedding; also the head when tied
   Head,       // untied LM head
   Norm,       // LayerNorm/RMSNorm weight and LayerNorm bias
@@ -34,11 +37,35 @@ struct ParamTensor {
   size_t offset = 0;           // in floats, into params() / grads()
   size_t numel = 0;
   ParamKind kind = ParamKind::Linear;
-  bool weight_decay = false;   // 2-D tensors decay (as llm.c), norms and biases do not
+  bool weight_decay = false;   // 2-D tensors decay (as llm.c), norms, biases and routers do not
+  // Stored quantized in the FP8 / BF16 weight modes: every block linear of a dense model; the
+  // experts of an MoE model (and its other block linears with moe.quantize_dense_linears).
+  bool quantizable = false;
 };
 
-// Supplies the values the forward/backward use for a block linear weight (ParamKind::Linear) when
-// the model does not own them, or when the forward must use a quantized copy of a master.
+// The load-balancing picture of the MoE layers over the micro-batches since reset_moe_totals():
+// per MoE layer (in layer order) routed[E], kept[E] (assignments each expert received before and
+// after capacity drops), prob_sum[E] (Σ over tokens of the router probability), z_sum (Σ lse²)
+// and tokens. Plain doubles in one vector, so data-parallel ranks can sum them with one all-reduce.
+struct MoeTotals {
+  int experts = 0;
+  std::vector<double> values;
+  size_t layer_stride() const { return 3 * static_cast<size_t>(experts) + 2; }
+  size_t layers() const { return experts > 0 ? values.size() / layer_stride() : 0; }
+};
+
+struct MoeLayerStats {
+  int layer = 0;              // transformer block index
+  double aux_loss = 0.0;      // Switch loss α·E·Σ f_e·P_e over the totals' tokens (α = aux_loss_coef)
+  double z_loss = 0.0;        // z_loss_coef · mean lse²
+  double load_min = 0.0;      // routed share of the least / most loaded expert × E (1 = balanced)
+  double load_max = 0.0;
+  double load_entropy = 0.0;  // entropy of the routed shares / log E (1 = balanced)
+  double dropped_fraction = 0.0;
+};
+
+// Supplies the values the forward/backward use for a quantizable weight (ParamTensor::quantizable)
+// when the model does not own them, or when the forward must use a quantized copy of a master.
 class LinearWeightSource {
  public:
   virtual ~LinearWeightSource() = default;
@@ -55,10 +82,10 @@ class LinearWeightSource {
 
 struct GptOptions {
   // false: the model owns fp32 values of every tensor (params() covers all of them).
-  // true: the Linear tensors have no room in params(): the layout puts every Linear tensor after
-  //   all the others, params() holds only resident_param_count() floats, and every linear weight
-  //   read goes to the LinearWeightSource (which must be set before forward). grads() still covers
-  //   all tensors, at tensors()[i].offset.
+  // true: the quantizable tensors have no room in params(): the layout puts them after all the
+  //   others, params() holds only resident_param_count() floats, and every read of their weights
+  //   goes to the LinearWeightSource (which must be set before forward). grads() still covers all
+  //   tensors, at tensors()[i].offset.
   bool external_linear_weights = false;
 };
 
@@ -102,7 +129,7 @@ class GPT {
   void set_linear_weight_source(const LinearWeightSource* source);
   const LinearWeightSource* linear_weight_source() const { return weight_source_; }
 
-  // Fake quantization of the block linears' GEMM operands, one absmax scale per row, RTN.
+  // Fake quantization of the quantizable linears' GEMM operands, one absmax scale per row, RTN.
   struct LinearQuantization {
     QuantFormat act_format = QuantFormat::E4M3;  // forward inputs (BF16 for the bf16 modes)
     bool quantize_activations = false;
@@ -133,6 +160,19 @@ class GPT {
   // grads += d(loss_scale · mean loss)/dθ for the last forward (with targets).
   void backward(float loss_scale = 1.0f);
 
+  // ---- MoE (all no-ops for a dense model) ----
+  void reset_moe_totals();
+  // One small backend read (the router masses and z sums); the counts are on the host already.
+  MoeTotals read_moe_totals() const;
+  static std::vector<MoeLayerStats> moe_stats(const ModelConfig& cfg, const MoeTotals& totals);
+  // Aux-loss-free balancing: bias[e] += rate·sign(mean routed − routed[e]) per MoE layer, from
+  // totals summed over every rank (so all ranks keep the same bias). The bias changes which
+  // experts are selected, never the gates.
+  void update_expert_bias(const MoeTotals& totals, float rate);
+  // The expert bias of every MoE layer, [moe layers, E] floats (host mirror; for checkpoints).
+  const std::vector<float>& expert_bias() const { return expert_bias_host_; }
+  void set_expert_bias(const std::vector<float>& bias);  // Error on a size mismatch
+
   // Bytes of activations (forward saves + backward scratch, including the quantized-operand and
   // external-weight scratch buffers) at this B, T.
   size_t activation_bytes(int B, int T) const;
@@ -142,9 +182,19 @@ class GPT {
   // Parameter counts (total and without embeddings/head) and the shape.
   std::string summary() const;
   size_t num_non_embedding_params() const;
+  // Parameters one token passes through: every tensor but the experts, plus top_k experts' worth.
+  size_t num_active_params() const;
 
  private:
-  enum class LinearSlot { Qkv, AttnOut, MlpIn, MlpOut };
+  static constexpr size_t npos = static_cast<size_t>(-1);
+  // tensors_ indices of one block's parameters; npos where the block has none. fc/fcproj: the
+  // dense MLP, or an MoE layer's shared expert.
+  struct LayerParams {
+    size_t ln1w = npos, ln1b = npos, qkvw = npos, qkvb = npos, attprojw = npos, attprojb = npos, ln2w = npos,
+           ln2b = npos, fcw = npos, fcb = npos, fcprojw = npos, fcprojb = npos, router = npos;
+    std::vector<size_t> expert_fc, expert_proj;
+    int moe_index = -1;  // index among the MoE layers, -1 for a dense layer
+  };
   // Pointers of every activation tensor for (B, T), laid out from `base` (nullptr: sizes only).
   struct ActPointers {
     float* encoded = nullptr;
@@ -157,10 +207,15 @@ class GPT {
     struct Layer {
       float *ln1, *ln1_mean, *ln1_rstd, *qkv, *atty, *att, *attproj, *res2, *ln2, *ln2_mean, *ln2_rstd, *fch,
           *fch_act, *fcproj, *res3;
+      // MoE layers (nullptr otherwise): router logits/probs [N,E], lse [N], top-k [N,K], the plan,
+      // and the expert rows (R = N·K at most): inputs, first GEMM, activation, output.
+      float *router_logits, *router_probs, *router_lse, *gates, *moe_in, *moe_h, *moe_act, *moe_out, *shared_out;
+      int32_t *expert_idx, *slot_of, *token_of, *counts;
     };
     std::vector<Layer> layers;
     // Backward scratch (one of each, reused by every layer).
     float *dres, *dln, *dqkv, *datty, *dfch, *dfch_act;
+    float *dmoe_out, *dmoe_h, *dmoe_act, *dmoe_in, *dgates, *drouter, *dtmp;  // MoE layers only
     // Fake-quantized GEMM operands (only with the matching LinearQuantization switch): a linear's
     // input [N, max in] and its output gradient [N, max out].
     float* input_q = nullptr;
@@ -178,31 +233,41 @@ class GPT {
   bool run_forward(const int32_t* inputs, const int32_t* targets, int B, int T);  // false without targets
   void build_layout();
 
-  // THE place every block linear reads its weight: params() or, with a source, the scratch the
-  // source fills (each call overwrites it; every use is one GEMM right away).
-  const float* linear_weight(int layer, LinearSlot slot) const;
-  // THE place activations enter a block linear's GEMMs: with quantize_activations, the rows
+  float* param(size_t t) { return params_ + tensors_[t].offset; }
+  const float* param(size_t t) const { return params_ + tensors_[t].offset; }
+  float* grad(size_t t) { return grads_ + tensors_[t].offset; }
+  const float* param_or_null(size_t t) const { return t == npos ? nullptr : param(t); }
+  float* grad_or_null(size_t t) { return t == npos ? nullptr : grad(t); }
+  // THE place a linear reads its weight (tensor w, [out, in]): params() or, for a quantizable
+  // tensor with a source, the scratch the source fills (each call overwrites it; every use is one
+  // GEMM right away).
+  const float* linear_weight(size_t w) const;
+  // THE place activations enter a quantizable linear's GEMMs: with quantize_activations, the rows
   // fake-quantized into input_q. Deterministic, so the backward recomputes the forward's operand
   // bit for bit instead of keeping one per layer.
-  const float* linear_input(const float* inp, int rows, int cols);
+  const float* linear_input(const float* inp, size_t w, int rows);
   // The output gradient the backward GEMMs consume (E5M2 rows in dout_q with quantize_output_grads).
-  const float* linear_output_grad(const float* dout, int rows, int cols);
+  const float* linear_output_grad(const float* dout, size_t w, int rows);
   // rows×cols of `format` with per-row scales over the operand scratch of the activations.
   QuantRef operand_ref(int rows, int cols, QuantFormat format) const;
-  size_t linear_weight_offset(int layer, LinearSlot slot) const;  // into params_ / grads_
-  float* linear_weight_grad(int layer, LinearSlot slot);
-  const float* linear_bias(int layer, LinearSlot slot) const;
-  float* linear_bias_grad(int layer, LinearSlot slot);
-  struct LinearDims {
-    int in, out;
-  };
-  LinearDims linear_dims(LinearSlot slot) const;
-  void linear_forward(float* out, const float* inp, int layer, LinearSlot slot, int N);
-  void linear_backward(float* dinp, const float* dout, const float* inp, int layer, LinearSlot slot, int N);
-  void norm_forward(float* out, float* mean, float* rstd, const float* inp, size_t w_off, size_t b_off, int N);
-  void norm_backward(float* dinp, const float* dout, const float* inp, const float* mean, const float* rstd,
-                     size_t w_off, size_t b_off, int N);
-  size_t head_offset() const;  // wte when tied
+  int linear_in(size_t w) const { return static_cast<int>(tensors_[w].shape[1]); }
+  int linear_out(size_t w) const { return static_cast<int>(tensors_[w].shape[0]); }
+  // out[N, out] = inp[N, in]·Wᵀ (+ bias b, npos = none) and its backward, for tensor w.
+  void linear_forward(float* out, const float* inp, size_t w, size_t b, int N);
+  void linear_backward(float* dinp, const float* dout, const float* inp, size_t w, size_t b, int N);
+  void norm_forward(float* out, float* mean, float* rstd, const float* inp, size_t w, size_t b, int N);
+  void norm_backward(float* dinp, const float* dout, const float* inp, const float* mean, const float* rstd, size_t w,
+                     size_t b, int N);
+  // The two-matrix MLP (dense, shared expert or one expert) over N rows: h = inp·fcᵀ, act, out.
+  void mlp_forward(float* out, float* h, float* act, const float* inp, size_t fc, size_t fcb, size_t proj,
+                   size_t projb, bool swiglu, int N);
+  // dinp (overwritten) from dout; dh, dact: scratch of the forward's h and act shapes.
+  void mlp_backward(float* dinp, float* dh, float* dact, const float* dout, const float* inp, const float* h,
+                    const float* act, size_t fc, size_t fcb, size_t proj, size_t projb, bool swiglu, int N);
+  void moe_forward(int layer, int N);   // s.fcproj = the MoE block's output for s.ln2
+  void moe_backward(int layer, int N);  // dln = its input gradient, from dres
+  bool dense_swiglu() const { return cfg_.arch == Arch::Llama; }
+  size_t head_index() const { return cfg_.tied_head ? wte_ : head_; }
   size_t weight_scratch_floats() const;  // 0 unless linear weights come from a source
 
   ModelConfig cfg_;
@@ -212,19 +277,23 @@ class GPT {
   std::vector<float> init_std_;  // per tensor: > 0 normal(0, std); 0 zeros; < 0 ones
   size_t num_params_ = 0;
   size_t resident_params_ = 0;
-  // tensors_ index of each block linear weight, [layer][slot].
-  std::vector<std::array<size_t, 4>> linear_tensor_index_;
-  size_t max_linear_numel_ = 0;
+  std::vector<LayerParams> layers_;
+  size_t wte_ = npos, wpe_ = npos, lnfw_ = npos, lnfb_ = npos, head_ = npos;
+  size_t max_linear_numel_ = 0;  // of the quantizable tensors
   const LinearWeightSource* weight_source_ = nullptr;
   float* weight_scratch_ = nullptr;  // max_linear_numel_ floats, while a source is set
   LinearQuantization quant_;
   float* params_ = nullptr;
   float* grads_ = nullptr;
-  // Offsets (floats) of the stacked [L, ...] views; npos where the architecture has none.
-  struct Views {
-    size_t wte, wpe, ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb, lnfw, lnfb,
-        head;
-  } v_{};
+  // MoE state: expert bias ([moe layers, E]; backend + host mirror), router masses and z sums
+  // accumulated since reset_moe_totals() (backend), and per MoE layer the last forward's counts
+  // (the expert GEMMs' row counts, reused by the backward) and the counts' running totals.
+  float* expert_bias_ = nullptr;
+  std::vector<float> expert_bias_host_;
+  float* moe_prob_sums_ = nullptr;
+  double* moe_z_sums_ = nullptr;
+  std::vector<std::vector<int32_t>> moe_counts_;  // [moe layer][2E]: kept, routed
+  std::vector<double> moe_host_totals_;           // [moe layer][routed E | kept E | tokens]
   float* rope_cos_ = nullptr;  // [max_seq_len, head_dim/2] (llama)
   float* rope_sin_ = nullptr;
 
@@ -233,6 +302,7 @@ class GPT {
   ActPointers acts_;
   int last_B_ = 0, last_T_ = 0;
   bool backward_ready_ = false;  // a forward with targets ran and backward() has not consumed it
+  float backward_loss_scale_ = 1.0f;  // of the running backward (the MoE auxiliary losses use it too)
 };
 
 }  // namespace eco

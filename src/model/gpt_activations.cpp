@@ -14,6 +14,11 @@ GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQu
   const size_t NH = cfg.n_head;
   const bool gpt2 = cfg.arch == Arch::GPT2;
   const size_t mlp_in = gpt2 ? H : 2 * H;
+  const MoeConfig& moe = cfg.moe;
+  const size_t E = moe.enabled() ? static_cast<size_t>(moe.experts) : 0, K = moe.enabled() ? moe.top_k : 0;
+  const size_t R = N * K;  // expert rows: every assignment kept
+  const size_t EH = moe.enabled() ? static_cast<size_t>(cfg.expert_hidden()) : 0;
+  const size_t EIN = moe.enabled() ? static_cast<size_t>(cfg.expert_in_width()) : 0;
   ActPointers a;
   size_t off = 0;
   // 64-byte aligned slices; with base == nullptr only the total is meaningful.
@@ -27,7 +32,11 @@ GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQu
   a.targets = reinterpret_cast<int32_t*>(take(N * sizeof(int32_t)));
   a.encoded = f(N * C);
   a.layers.resize(cfg.n_layer);
-  for (ActPointers::Layer& l : a.layers) {
+  auto ints = [&](size_t n) { return reinterpret_cast<int32_t*>(take(n * sizeof(int32_t))); };
+  for (int li = 0; li < cfg.n_layer; ++li) {
+    ActPointers::Layer& l = a.layers[static_cast<size_t>(li)];
+    const bool is_moe = moe.is_moe_layer(li);
+    const bool dense_mlp = !is_moe || moe.shared_expert;
     l.ln1 = f(N * C);
     l.ln1_mean = gpt2 ? f(N) : nullptr;
     l.ln1_rstd = f(N);
@@ -39,10 +48,28 @@ GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQu
     l.ln2 = f(N * C);
     l.ln2_mean = gpt2 ? f(N) : nullptr;
     l.ln2_rstd = f(N);
-    l.fch = f(N * mlp_in);
-    l.fch_act = f(N * H);
+    l.fch = dense_mlp ? f(N * mlp_in) : nullptr;
+    l.fch_act = dense_mlp ? f(N * H) : nullptr;
     l.fcproj = f(N * C);
     l.res3 = f(N * C);
+    l.router_logits = l.router_probs = l.router_lse = l.gates = nullptr;
+    l.moe_in = l.moe_h = l.moe_act = l.moe_out = l.shared_out = nullptr;
+    l.expert_idx = l.slot_of = l.token_of = l.counts = nullptr;
+    if (is_moe) {
+      l.router_logits = f(N * E);
+      l.router_probs = f(N * E);
+      l.router_lse = f(N);
+      l.gates = f(N * K);
+      l.expert_idx = ints(N * K);
+      l.slot_of = ints(N * K);
+      l.token_of = ints(R);
+      l.counts = ints(2 * E);
+      l.moe_in = f(R * C);
+      l.moe_h = f(R * EIN);
+      l.moe_act = f(R * EH);
+      l.moe_out = f(R * C);
+      l.shared_out = moe.shared_expert ? f(N * C) : nullptr;
+    }
   }
   a.lnf = f(N * C);
   a.lnf_mean = gpt2 ? f(N) : nullptr;
@@ -56,13 +83,23 @@ GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQu
   a.datty = f(N * C);
   a.dfch = f(N * mlp_in);
   a.dfch_act = f(N * H);
+  a.dmoe_out = a.dmoe_h = a.dmoe_act = a.dmoe_in = a.dgates = a.drouter = a.dtmp = nullptr;
+  if (moe.enabled()) {
+    a.dmoe_out = f(R * C);
+    a.dmoe_h = f(R * EIN);
+    a.dmoe_act = f(R * EH);
+    a.dmoe_in = f(R * C);
+    a.dgates = f(N * K);
+    a.drouter = f(N * E);
+    a.dtmp = f(N * C);
+  }
   // One scratch per operand for all linears: each quantized copy is consumed by the GEMM(s) right
-  // after it is made.
-  if (quant.quantize_activations) a.input_q = f(N * (H > C ? H : C));
-  if (quant.quantize_output_grads) a.dout_q = f(N * std::max({3 * C, C, mlp_in}));
+  // after it is made. An expert's GEMMs see at most N rows (a token picks an expert once).
+  if (quant.quantize_activations) a.input_q = f(N * std::max({H, C, EH}));
+  if (quant.quantize_output_grads) a.dout_q = f(N * std::max({3 * C, C, mlp_in, EIN}));
   if (quant.quantize_activations || quant.quantize_output_grads) {
     // Codes of the widest operand, 2 bytes each (BF16 operands of the bf16 modes), one scale per row.
-    a.operand_codes = take(N * std::max({3 * C, C, H, mlp_in}) * 2);
+    a.operand_codes = take(N * std::max({3 * C, C, H, mlp_in, EH, EIN}) * 2);
     a.operand_scales = f(N);
   }
   a.total_bytes = off;

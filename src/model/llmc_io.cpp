@@ -127,6 +127,7 @@ void load_llmc(GPT& model, const std::filesystem::path& path) {
   check("n_head", file.n_head, cfg.n_head);
   check("d_model", file.d_model, cfg.d_model);
   check("mlp_hidden", file.mlp_hidden, cfg.hidden());
+  if (cfg.moe.enabled()) fail(path, "is a dense llm.c model; an MoE model (moe.experts > 0) cannot start from it");
   if (!diff.empty()) fail(path, "shape does not match the model config (" + diff + "); set model.* to the file's shape");
   if (llmc_param_count(hd.h) != model.num_params())
     fail(path, "holds " + std::to_string(llmc_param_count(hd.h)) + " parameters, the model has " +
@@ -140,8 +141,9 @@ void load_llmc(GPT& model, const std::filesystem::path& path) {
 void save_llmc(const GPT& model, const std::filesystem::path& path) {
   require_fp32_weights(model, "export");
   const ModelConfig& cfg = model.config();
-  if (cfg.arch != Arch::GPT2 || !cfg.tied_head || cfg.hidden() != 4 * cfg.d_model)
-    throw ConfigError("--export-llmc: the llm.c format holds only the gpt2 architecture (tied head, MLP 4·d_model)");
+  if (cfg.arch != Arch::GPT2 || !cfg.tied_head || cfg.hidden() != 4 * cfg.d_model || cfg.moe.enabled())
+    throw ConfigError("--export-llmc: the llm.c format holds only the dense gpt2 architecture (tied head, MLP "
+                      "4·d_model, no MoE)");
   std::vector<int32_t> header(kHeaderInts, 0);
   header[0] = kMagic;
   header[1] = kVersionFp32;

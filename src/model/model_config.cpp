@@ -11,4 +11,10 @@ int ModelConfig::hidden() const {
   return (raw + 255) / 256 * 256;
 }
 
+int ModelConfig::moe_layer_count() const {
+  int n = 0;
+  for (int l = 0; l < n_layer; ++l) n += moe.is_moe_layer(l) ? 1 : 0;
+  return n;
+}
+
 }  // namespace eco

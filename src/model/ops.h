@@ -102,6 +102,43 @@ class Ops {
   virtual void crossentropy_backward(float* dlogits, const float* logits, const float* lse, const int32_t* targets,
                                      float dloss, int N, int V, int Vp) = 0;
 
+  // ---- Sparse MoE: routing, dispatch and combine (N tokens, E experts, top K) ----
+  // Every output is written by index (no atomics), so results do not depend on thread timing.
+  // probs[N,E] = softmax(logits[N,E]); lse[N] = log Σ exp(logits). A token's K experts are the K
+  // largest probs[n,e] + bias[e] (bias may be nullptr: it changes the selection only), in
+  // descending order, ties to the lower expert; gates[n,j] = probs[n, idx[n,j]], divided by the
+  // K selected probabilities' sum when renormalize.
+  virtual void moe_route(float* probs, float* lse, int32_t* expert_idx, float* gates, const float* logits,
+                         const float* bias, int N, int E, int K, bool renormalize) = 0;
+  // The dispatch plan. Assignments (n, j) are grouped by expert, each expert's in token order.
+  // counts[e] = rows expert e keeps: all of them (capacity 0, dropless) or the first `capacity`
+  // in token order; counts[E + e] = assignments routed to e before any drop. The kept rows are
+  // laid out expert after expert: row r holds token token_of[r]; slot_of[n*K+j] = the row of
+  // assignment (n, j), or -1 when it was dropped. token_of needs room for N*K rows.
+  virtual void moe_dispatch_plan(int32_t* counts, int32_t* slot_of, int32_t* token_of, const int32_t* expert_idx,
+                                 int N, int K, int E, int capacity) = 0;
+  // out[r,:] = x[token_of[r],:] for r < rows.
+  virtual void moe_gather(float* out, const float* x, const int32_t* token_of, int rows, int C) = 0;
+  // dx[n,:] = Σ_j dxp[slot_of[n*K+j],:] over the kept slots, j in order (overwritten; 0 if none).
+  virtual void moe_gather_backward(float* dx, const float* dxp, const int32_t* slot_of, int N, int K, int C) = 0;
+  // y[n,:] = Σ_j gates[n,j]·expert_out[slot_of[n*K+j],:] over the kept slots, j in order (overwritten).
+  virtual void moe_combine(float* y, const float* expert_out, const float* gates, const int32_t* slot_of, int N, int K,
+                           int C) = 0;
+  // dexpert_out[slot,:] = gates[n,j]·dy[n,:] for every kept slot (other rows untouched);
+  // dgates[n,j] = Σ_c dy[n,c]·expert_out[slot,c], or 0 when dropped.
+  virtual void moe_combine_backward(float* dexpert_out, float* dgates, const float* dy, const float* expert_out,
+                                    const float* gates, const int32_t* slot_of, int N, int K, int C) = 0;
+  // dlogits[N,E] (overwritten) through the softmax from
+  //   dprobs[n,e] = gate gradient + aux_scale·routed[e]   (routed = counts + E of the plan)
+  // where the gate gradient at e = idx[n,j] is dgates[n,j], or with renormalize
+  // (dgates[n,j] − Σ_i dgates[n,i]·gates[n,i]) / Σ_i probs[n,idx[n,i]]; then
+  //   dlogits[n,e] = probs[n,e]·(dprobs[n,e] − Σ_e' probs[n,e']·dprobs[n,e']) + z_scale·lse[n]·probs[n,e].
+  virtual void moe_router_backward(float* dlogits, const float* probs, const float* lse, const int32_t* expert_idx,
+                                   const float* gates, const float* dgates, const int32_t* routed, float aux_scale,
+                                   float z_scale, int N, int E, int K, bool renormalize) = 0;
+  // sums[e] += Σ_n probs[n,e], n in order (the router's mass per expert, for the aux loss value).
+  virtual void moe_accumulate_prob_sums(float* sums, const float* probs, int N, int E) = 0;
+
   // ---- Quantized operands (codes + scales in backend memory; ops_state.h) ----
   // Rows [row_begin, row_end) of q from the fp32 rows x (x points at row row_begin): fresh scales
   // from the rows' absmax, then codes rounded to nearest or stochastically (SR keyed by *key and the

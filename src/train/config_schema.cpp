@@ -36,6 +36,7 @@ constexpr double kMaxTokensPerStep = 0x1p40;
 std::vector<Section> sections() {
   return {
       {"model", "The network: architecture and shape, initialisation."},
+      {"moe", "Sparse mixture of experts: which layers, how many experts, routing and load balancing (off by default)."},
       {"data", "Token shards (llm.c format) and the tokenizer used to print samples."},
       {"optim", "Optimizer, weight mode (where ECO lives), number formats and the learning-rate schedule."},
       {"train", "Length, batch shape, evaluation / sampling / checkpoint cadence, threads."},
@@ -69,6 +70,35 @@ std::vector<SchemaEntry> entries() {
       path_key("model.init_from", "",
                "llm.c fp32 checkpoint (magic 20240326) to start from instead of a random init; empty = random init. "
                "Its shape must match the model section."),
+      // moe
+      int_key("moe.experts", 0, Range::closed(0, 1024),
+              "Experts per MoE layer; 0 = a dense model (the other moe keys are then ignored)."),
+      int_key("moe.top_k", 2, Range::closed(1, 16), "Experts each token is sent to; at most moe.experts."),
+      int_key("moe.first_layer", 0, Range::closed(0, 255), "First MoE layer (a block index below model.n_layer)."),
+      int_key("moe.every", 1, Range::closed(1, 256),
+              "MoE layers are first_layer, first_layer + every, ...; 1 = every layer from first_layer on, 2 = every other."),
+      int_key("moe.expert_hidden", 0, Range::closed(0, 1 << 20), "Hidden width of each expert MLP; 0 = the model's MLP width."),
+      enum_key("moe.activation", "auto", {"auto", "gelu", "swiglu"},
+               "Expert MLP: gelu (two matrices, as the paper's 2.1B SMoE) or swiglu ([gate | up] then down); "
+               "auto = the architecture's own (gpt2: gelu, llama: swiglu)."),
+      bool_key("moe.shared_expert", false,
+               "Keep the layer's dense MLP as a shared expert that every token also passes through."),
+      float_key("moe.capacity_factor", 0.0, Range::at_least(0),
+                "0 = dropless. Otherwise each expert takes at most ceil(capacity_factor * tokens * top_k / experts) "
+                "assignments per micro-batch, the first ones in token order; the rest are dropped (the token keeps its "
+                "residual and its other experts)."),
+      bool_key("moe.renormalize", true,
+               "Divide the top-k gates by their sum (with top_k 1 the gate is then 1 and the router learns only from "
+               "the balancing losses; set false for Switch-style top-1)."),
+      float_key("moe.aux_loss_coef", 0.01, Range::at_least(0),
+                "Switch load-balancing loss coefficient alpha: loss += alpha * E * sum_e f_e * P_e (alpha when balanced)."),
+      float_key("moe.z_loss_coef", 0.0, Range::at_least(0), "Router z-loss coefficient: loss += coef * mean(logsumexp(logits)^2)."),
+      float_key("moe.bias_update_rate", 0.0, Range::at_least(0),
+                "Aux-loss-free balancing: after each step bias[e] += rate * sign(mean load - load[e]); the bias changes "
+                "the top-k selection only, never the gates. 0 = off (e.g. 1e-3 with aux_loss_coef 0)."),
+      bool_key("moe.quantize_dense_linears", false,
+               "The paper quantizes only the expert linears of an MoE model; true also quantizes the attention, "
+               "dense-MLP and shared-expert linears."),
       // data
       path_key("data.train", "", "Training token shard(s): a file or a glob such as data/fineweb/train_*.bin.",
                /*required=*/true),
@@ -179,6 +209,14 @@ std::vector<CrossCheck> cross_checks() {
          if (tokens > kMaxTokensPerStep)
            throw_config_error("train.grad_accum", "batch_size * seq_len * grad_accum = " + format_tokens(tokens) +
                                                       " tokens per step exceeds 2^40 (1099511627776); lower one of them");
+       }},
+      {"moe.top_k is at most moe.experts; moe.first_layer is below model.n_layer.",
+       [](const Config& c) {
+         const int64_t e = c.get_int("moe.experts"), k = c.get_int("moe.top_k");
+         if (e == 0) return;
+         if (k > e) throw_config_error("moe.top_k", str(k) + " exceeds moe.experts (" + str(e) + ")");
+         const int64_t f = c.get_int("moe.first_layer"), l = c.get_int("model.n_layer");
+         if (f >= l) throw_config_error("moe.first_layer", str(f) + " is not below model.n_layer (" + str(l) + ")");
        }},
       {"optim.warmup_steps is at most train.steps.",
        [](const Config& c) {

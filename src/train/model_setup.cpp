@@ -22,6 +22,27 @@ ModelConfig model_config_from(const Config& cfg) {
   m.rope_theta = static_cast<float>(cfg.get_float("model.rope_theta"));
   m.init_std = static_cast<float>(cfg.get_float("model.init_std"));
   m.norm_eps = static_cast<float>(cfg.get_float("model.norm_eps"));
+  MoeConfig& moe = m.moe;
+  moe.experts = cfg.get_int32("moe.experts");
+  moe.top_k = cfg.get_int32("moe.top_k");
+  moe.first_layer = cfg.get_int32("moe.first_layer");
+  moe.every = cfg.get_int32("moe.every");
+  moe.expert_hidden = cfg.get_int32("moe.expert_hidden");
+  const std::string act = cfg.get_string("moe.activation");
+  const bool swiglu = act == "swiglu" || (act == "auto" && m.arch == Arch::Llama);
+  moe.activation = swiglu ? MlpActivation::SwiGlu : MlpActivation::Gelu;
+  moe.shared_expert = cfg.get_bool("moe.shared_expert");
+  moe.capacity_factor = static_cast<float>(cfg.get_float("moe.capacity_factor"));
+  moe.renormalize = cfg.get_bool("moe.renormalize");
+  moe.aux_loss_coef = static_cast<float>(cfg.get_float("moe.aux_loss_coef"));
+  moe.z_loss_coef = static_cast<float>(cfg.get_float("moe.z_loss_coef"));
+  moe.bias_update_rate = static_cast<float>(cfg.get_float("moe.bias_update_rate"));
+  moe.quantize_dense_linears = cfg.get_bool("moe.quantize_dense_linears");
+  if (moe.enabled() && moe.top_k > moe.experts)
+    throw ConfigError("moe.top_k: " + std::to_string(moe.top_k) + " exceeds moe.experts (" +
+                      std::to_string(moe.experts) + ")");
+  if (moe.enabled() && moe.first_layer >= m.n_layer)
+    throw ConfigError("moe.first_layer: " + std::to_string(moe.first_layer) + " is not below model.n_layer");
   if (m.arch == Arch::GPT2 && !m.tied_head)
     throw ConfigError("model.tied_head: the gpt2 architecture always ties the head (llm.c layout); set it to true");
   if (m.d_model % m.n_head != 0)

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "model/llmc_io.h"
+#include "train/checkpoint_store.h"
 #include "train/optimizer_checkpoint.h"
 
 namespace eco {
@@ -42,7 +43,7 @@ ModelWeights::ModelWeights(const ModelConfig& mcfg, Ops& ops, const OptimizerSpe
     t.name = p.name;
     t.rows = p.shape.size() == 2 ? static_cast<size_t>(p.shape[0]) : 1;
     t.cols = p.numel / t.rows;
-    t.quantize = p.kind == ParamKind::Linear;
+    t.quantize = p.quantizable;
     t.weight_decay = p.weight_decay;
     t.value = external_ && t.quantize ? nullptr : model_->params() + p.offset;
     t.grad = model_->grads() + p.offset;
@@ -126,9 +127,24 @@ void ModelWeights::export_llmc(const std::string& path) {
   save_llmc(staging, path);
 }
 
-void ModelWeights::save(CheckpointWriter& w) const { save_optimizer_state(*optim_, ops_, w); }
+// The MoE expert bias is model state outside the optimizer: [MoE layers, E] floats of its own.
+void ModelWeights::save(CheckpointWriter& w) const {
+  save_optimizer_state(*optim_, ops_, w);
+  const std::vector<float>& bias = model_->expert_bias();
+  if (!bias.empty()) w.add_blob("expert_bias.f32", bias.data(), bias.size() * sizeof(float));
+}
 
-void ModelWeights::load(const LoadedCheckpoint& ckpt) { load_optimizer_state(*optim_, ops_, ckpt); }
+void ModelWeights::load(const LoadedCheckpoint& ckpt) {
+  load_optimizer_state(*optim_, ops_, ckpt);
+  std::vector<float> bias(model_->expert_bias().size());
+  if (bias.empty()) return;
+  if (!ckpt.has_blob("expert_bias.f32"))
+    throw CheckpointError(ckpt.dir.string() + ": no expert_bias.f32 for this MoE model (a checkpoint of another model?)");
+  ckpt.read_blob("expert_bias.f32", bias.data(), bias.size() * sizeof(float));
+  for (float b : bias)
+    if (!std::isfinite(b)) throw CheckpointError(ckpt.dir.string() + ": expert_bias.f32 holds a non-finite value");
+  model_->set_expert_bias(bias);
+}
 
 MemoryReport ModelWeights::memory(int B, int T) const {
   MemoryReport r = optim_->memory();

@@ -99,6 +99,7 @@ TEST_CASE("defaults resolve to the documented values") {
     "train": {"steps": 1000, "batch_size": 8, "seq_len": 128, "grad_accum": 1, "eval_every": 100, "eval_batches": 8,
               "sample_tokens": 64, "seed": 1337, "checkpoint_every": 0, "keep_checkpoints": 2, "device": "cpu", "threads": 0,
               "max_bad_steps": 5},
+    "dist": {"zero": 0, "ep": 1},
     "log": {"dir": "runs/default", "every": 1}
   })");
   json got = c.resolved();

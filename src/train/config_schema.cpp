@@ -40,6 +40,7 @@ std::vector<Section> sections() {
       {"data", "Token shards (llm.c format) and the tokenizer used to print samples."},
       {"optim", "Optimizer, weight mode (where ECO lives), number formats and the learning-rate schedule."},
       {"train", "Length, batch shape, evaluation / sampling / checkpoint cadence, threads."},
+      {"dist", "Training across ranks (mpirun / srun): how gradients, optimizer state and experts are shared out."},
       {"log", "Where the run writes its files and how often it prints."},
   };
 }
@@ -154,6 +155,14 @@ std::vector<SchemaEntry> entries() {
       int_key("train.threads", 0, Range::closed(0, 1024), "CPU threads of the cpu backend; 0 = all cores."),
       int_key("train.max_bad_steps", 5, Range::closed(0, kMaxSteps),
               "Consecutive steps with a NaN/Inf loss or gradient norm that are skipped before the run stops."),
+      // dist
+      int_key("dist.zero", 0, Range::closed(0, 1),
+              "0 = data parallel with an all-reduce of the gradients (every rank holds the whole optimizer state); "
+              "1 = ZeRO-1: gradients reduce-scattered into row-aligned shards, each rank updates its shard, the FP8 "
+              "codes and scales are all-gathered."),
+      int_key("dist.ep", 1, Range::closed(1, 1024),
+              "Expert-parallel group size: the experts of every MoE layer are split over this many ranks (must divide "
+              "moe.experts and the world size); 1 = every rank holds every expert."),
       // log
       out_path_key("log.dir", "runs/default", "Run directory: config.json, metrics.jsonl and checkpoints."),
       int_key("log.every", 1, Range::closed(1, kMaxSteps), "Print a console line every N steps."),
@@ -217,6 +226,13 @@ std::vector<CrossCheck> cross_checks() {
          if (k > e) throw_config_error("moe.top_k", str(k) + " exceeds moe.experts (" + str(e) + ")");
          const int64_t f = c.get_int("moe.first_layer"), l = c.get_int("model.n_layer");
          if (f >= l) throw_config_error("moe.first_layer", str(f) + " is not below model.n_layer (" + str(l) + ")");
+       }},
+      {"dist.ep is 1 for a dense model and divides moe.experts.",
+       [](const Config& c) {
+         const int64_t ep = c.get_int("dist.ep"), e = c.get_int("moe.experts");
+         if (ep == 1) return;
+         if (e == 0) throw_config_error("dist.ep", "expert parallelism needs an MoE model (moe.experts > 0)");
+         if (e % ep != 0) throw_config_error("dist.ep", str(ep) + " does not divide moe.experts (" + str(e) + ")");
        }},
       {"optim.warmup_steps is at most train.steps.",
        [](const Config& c) {

@@ -6,6 +6,7 @@
 // MPI library's reduction algorithm. A failed or stalled peer is a SystemError (exit 6) naming the
 // operation and this rank, never a hang.
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -35,6 +36,14 @@ class Communicator {
     reduce_scatter_sum_v(in, out, std::vector<size_t>(static_cast<size_t>(world()), count_per_rank));
   }
   virtual void barrier() = 0;
+
+  // Payload bytes this rank has handed to the transport for its peers since construction: what the
+  // collectives must move at least (the data-parallel traffic of docs/distributed.md), not what the
+  // MPI library's algorithms or headers add on the wire. 0 in a world of one.
+  uint64_t bytes_sent() const { return bytes_sent_; }
+
+ protected:
+  uint64_t bytes_sent_ = 0;
 };
 
 // A piece [offset, offset + count) of a longer transfer. MPI counts are int, so every message is

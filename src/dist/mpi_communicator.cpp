@@ -123,6 +123,7 @@ void MpiCommunicator::exchange_and_sum(const std::vector<const T*>& in, T* out, 
             "MPI_Irecv");
     }
     if (count[p] > 0) {
+      bytes_sent_ += count[p] * sizeof(T);
       reqs.emplace_back();
       check(MPI_Isend(in[p], static_cast<int>(count[p]), mpi_type<T>(), p, kTag, comm_, &reqs.back()), op,
             "MPI_Isend");
@@ -156,6 +157,7 @@ void MpiCommunicator::all_reduce_impl(T* buf, size_t n, const char* op) {
       idispl[r] = static_cast<int>(displ[r]);
     }
     exchange_and_sum<T>(in, buf + c.offset + displ[rank_], count, op);
+    bytes_sent_ += count[rank_] * sizeof(T) * static_cast<size_t>(world_ - 1);
     std::vector<MPI_Request> req(1);
     check(MPI_Iallgatherv(MPI_IN_PLACE, 0, mpi_type<T>(), buf + c.offset, icount.data(), idispl.data(), mpi_type<T>(),
                           comm_, &req[0]),
@@ -196,6 +198,7 @@ void MpiCommunicator::broadcast(void* buf, size_t bytes, int root) {
   ensure_usable(op);
   if (root < 0 || root >= world_)
     throw std::invalid_argument("broadcast: root " + std::to_string(root) + " outside world " + std::to_string(world_));
+  if (rank_ == root) bytes_sent_ += bytes * static_cast<size_t>(world_ - 1);
   for (const Chunk& c : split_into_chunks(bytes, max_count_)) {
     std::vector<MPI_Request> req(1);
     check(MPI_Ibcast(static_cast<unsigned char*>(buf) + c.offset, static_cast<int>(c.count), MPI_BYTE, root, comm_,
@@ -210,6 +213,7 @@ void MpiCommunicator::all_gather(const void* in, void* out, size_t bytes_per_ran
   ensure_usable(op);
   auto* dst = static_cast<unsigned char*>(out);
   const bool in_place = in == dst + static_cast<size_t>(rank_) * bytes_per_rank;
+  bytes_sent_ += bytes_per_rank * static_cast<size_t>(world_ - 1);
   for (const Chunk& c : split_into_chunks(bytes_per_rank, max_count_)) {
     // One piece of every rank's block: c.count bytes, then a stride of bytes_per_rank to the next
     // rank's block, so the receive needs no int displacement however long the blocks are.

@@ -3,11 +3,13 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <memory>
 #include <new>
 
 #include "core/config.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "dist/communicator.h"
 #include "train/cli.h"
 #include "train/config_schema.h"
 #include "train/trainer.h"
@@ -15,6 +17,7 @@
 int main(int argc, char** argv) {
   eco::init_logging();
   eco::install_stop_handlers();
+  int rank = 0;  // for the tag of an error printed before the logger knows it
   try {
     eco::CliArgs args = eco::parse_cli(argc, argv);
     if (args.help) {
@@ -25,10 +28,16 @@ int main(int argc, char** argv) {
       std::fputs(eco::schema_help_text(eco::eco_train_schema()).c_str(), stdout);
       return 0;
     }
+    // Once per process, before the config: under mpirun/srun every rank joins here (and an error
+    // below is printed by each rank that has it, tagged with its rank).
+    std::unique_ptr<eco::Communicator> comm = eco::make_communicator();
+    rank = comm->rank();
+    eco::init_logging(rank);
     eco::Config cfg = eco::Config::load(args.config_path, args.overrides, eco::eco_train_schema());
-    return eco::run_training(cfg, args);
+    return eco::run_training(cfg, args, *comm);
   } catch (const eco::ConfigError& e) {
-    std::fprintf(stderr, "eco_train: %s\n", e.what());
+    if (rank == 0) std::fprintf(stderr, "eco_train: %s\n", e.what());
+    else std::fprintf(stderr, "eco_train (rank %d): %s\n", rank, e.what());
     return e.exit_code();
   } catch (const eco::Error& e) {
     spdlog::error("{}", e.what());

@@ -6,14 +6,18 @@
 #include <csignal>
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <optional>
+#include <thread>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "data/loader.h"
 #include "data/tokenizer.h"
+#include "dist/data_parallel.h"
+#include "dist/rank_agreement.h"
 #include "model/gpt.h"
 #include "model/llmc_io.h"
 #include "optim/grad_norm.h"
@@ -87,9 +91,12 @@ struct StepScalars {
 
 class TrainingRun {
  public:
-  TrainingRun(const Config& cfg, const CliArgs& args)
+  TrainingRun(const Config& cfg, const CliArgs& args, Communicator& comm)
       : cfg_(cfg),
         args_(args),
+        comm_(comm),
+        root_(comm.rank() == 0),
+        world_(comm.world()),
         out_dir_(cfg.get_string("log.dir")),
         B_(cfg.get_int32("train.batch_size")),
         T_(cfg.get_int32("train.seq_len")),
@@ -112,10 +119,19 @@ class TrainingRun {
   double evaluate(int64_t step);
   void sample(int64_t step);
   void save_checkpoint(int64_t step);
+  void inject_test_fault(int64_t step) const;
+  void write_checkpoint(int64_t step);
   void log_step(int64_t step, float loss, double lr, double norm, double step_seconds);
+  void record(const nlohmann::json& r) {
+    if (metrics_) metrics_->write(r);  // rank 0 only
+  }
+  int64_t global_batch_tokens() const { return static_cast<int64_t>(world_) * B_ * T_ * accum_; }
 
   const Config& cfg_;
   const CliArgs& args_;
+  Communicator& comm_;
+  const bool root_;  // rank 0: the only rank that writes the run directory and prints progress
+  const int world_;
   std::filesystem::path out_dir_;
   const int B_, T_, accum_;
   const int64_t steps_;
@@ -127,11 +143,12 @@ class TrainingRun {
   GPT* model_ = nullptr;
   std::unique_ptr<DataLoader> train_loader_, val_loader_;
   std::unique_ptr<Tokenizer> tokenizer_;
-  std::unique_ptr<MetricsWriter> metrics_;
+  std::unique_ptr<MetricsWriter> metrics_;  // rank 0 only
+  std::unique_ptr<GradientAllReduce> grad_sync_;
   std::vector<int32_t> inputs_, targets_;
   int64_t bad_steps_ = 0;       // consecutive skipped (non-finite) steps
   int64_t updates_ = 0;         // optimizer updates applied: Adam's t (skipped steps do not count)
-  std::unique_ptr<RunDirLock> lock_;
+  std::unique_ptr<RunDirLock> lock_;  // rank 0 only
   StepScalars* scalars_ = nullptr;  // backend memory
   StepScalars read_scalars() const;
   void check_updates_finite() const;
@@ -140,6 +157,7 @@ class TrainingRun {
   std::chrono::steady_clock::time_point run_start_;
   double train_seconds_ = 0;    // time in train steps of this invocation, for tokens/s and ETA
   int64_t steps_this_run_ = 0;
+  uint64_t grad_bytes_sent_ = 0;  // by this rank, in the gradient all-reduces of this invocation
 };
 
 void TrainingRun::setup() {
@@ -153,14 +171,17 @@ void TrainingRun::setup() {
     throw ConfigError("train.seq_len: " + std::to_string(T_) + " exceeds model.max_seq_len (" +
                       std::to_string(mcfg_.max_seq_len) + ")");
   check_memory();
-  train_loader_ = std::make_unique<DataLoader>(cfg_.get_string("data.train"), B_, T_, /*rank=*/0, /*world=*/1, seed_,
+  // Each rank reads its B windows of every global batch (data/loader.h), so the ranks together see
+  // exactly the batches one process with batch_size world*B would.
+  train_loader_ = std::make_unique<DataLoader>(cfg_.get_string("data.train"), B_, T_, comm_.rank(), world_, seed_,
                                                cfg_.get_bool("data.shuffle"), mcfg_.vocab_size);
-  val_loader_ = std::make_unique<DataLoader>(cfg_.get_string("data.val"), B_, T_, 0, 1, seed_, /*shuffle=*/false,
-                                             mcfg_.vocab_size);
+  val_loader_ = std::make_unique<DataLoader>(cfg_.get_string("data.val"), B_, T_, comm_.rank(), world_, seed_,
+                                             /*shuffle=*/false, mcfg_.vocab_size);
 
   weights_ = std::make_unique<ModelWeights>(mcfg_, *ops_, optimizer_spec_from(cfg_),
                                             cfg_.get_bool("optim.quantize_activations"), cfg_.get_bool("optim.fp8_backward"));
   model_ = &weights_->model();
+  grad_sync_ = std::make_unique<GradientAllReduce>(comm_, *ops_, /*host_buffers=*/backend.device == "cpu");
   const std::string init_from = cfg_.get_string("model.init_from");
   if (!init_from.empty()) {
     weights_->import_llmc(init_from);
@@ -189,11 +210,16 @@ void TrainingRun::print_plan() const {
                traits_of(spec.mode).quantized ? std::string(" (") + to_string(spec.granularity) + " scales)" : std::string(),
                spec.state_format == StateFormat::Bf16 ? "bf16 (SR)" : "fp32");
   spdlog::info("memory per rank: {}", weights_->memory(B_, T_).to_string());
-  spdlog::info("training: {} steps x {} tokens/step (B={} T={} accum={}), lr {:.2e} {} with {} warmup steps, "
-               "backend {}; train data {} windows, val {} windows",
-               steps_, static_cast<int64_t>(B_) * T_ * accum_, B_, T_, accum_, schedule_.peak_lr,
+  spdlog::info("training: {} steps x {} tokens/step (global batch {} = {} ranks x B={} x accum={}, T={}), lr {:.2e} {} "
+               "with {} warmup steps, backend {}; train data {} windows, val {} windows",
+               steps_, global_batch_tokens(), static_cast<int64_t>(world_) * B_ * accum_, world_, B_, accum_, T_,
+               schedule_.peak_lr,
                cfg_.get_string("optim.schedule"), schedule_.warmup_steps, ops_->describe(),
                train_loader_->num_windows(), val_loader_->num_windows());
+  if (world_ > 1)
+    spdlog::info("data parallel over {} ranks ({}): each step sums {} gradient floats ({}) over the ranks in rank order",
+                 world_, comm_.describe(), model_->num_params(),
+                 format_bytes(4.0 * static_cast<double>(model_->num_params())));
 }
 
 void TrainingRun::check_memory() const {
@@ -231,6 +257,8 @@ std::optional<int64_t> TrainingRun::resume_from_checkpoint() {
         throw CheckpointError(ck.dir.string() + ": the stored config has no \"" + section + "\" section");
     meta_field(ck, "bad_steps", [](const nlohmann::json& j) { return j.is_number_unsigned(); });
     if (ck.meta.contains("updates")) meta_field(ck, "updates", [](const nlohmann::json& j) { return j.is_number_unsigned(); });
+    if (ck.meta.contains("world"))
+      meta_field(ck, "world", [](const nlohmann::json& j) { return j.is_number_unsigned() && j.get<uint64_t>() >= 1; });
     meta_field(ck, "elapsed_s", [](const nlohmann::json& j) { return j.is_number() && j.get<double>() >= 0; });
     LoaderState::from_json(meta_field(ck, "train_loader", [](const nlohmann::json& j) { return j.is_object(); }));
   };
@@ -248,14 +276,35 @@ std::optional<int64_t> TrainingRun::resume_from_checkpoint() {
                         first_difference(saved[section], cfg_.resolved()[section], section) +
                         "; resume with the run's own config (" + (out_dir_ / "config.json").string() + ")");
   }
-  for (const char* key : {"batch_size", "seq_len", "grad_accum", "seed"}) {
+  for (const char* key : {"seq_len", "grad_accum", "seed"}) {
     const nlohmann::json before = saved["train"].contains(key) ? saved["train"][key] : nlohmann::json();
-    if (before != cfg_.resolved()["train"][key])
+    if (before != cfg_.resolved()["train"][key] && root_)
       spdlog::warn("resume: train.{} changed from {} to {}; the continuation will not match the original run", key,
                    before.dump(), cfg_.resolved()["train"][key].dump());
   }
+  // The loader counts batches of world * batch_size windows (checkpoints before data parallelism:
+  // world 1). The same global batch at another world size continues exactly: resuming a 2-rank run
+  // of batch_size 4 on 1 rank with batch_size 8 (or on 4 ranks with 2) reads the same windows.
+  LoaderState position = LoaderState::from_json(meta["train_loader"]);
+  const int64_t saved_world = meta.contains("world") ? meta["world"].get<int64_t>() : 1;
+  const nlohmann::json saved_b = saved["train"].contains("batch_size") ? saved["train"]["batch_size"] : nlohmann::json();
+  const int64_t saved_global = saved_b.is_number_integer() ? saved_b.get<int64_t>() * saved_world : 0;
+  const int64_t global = static_cast<int64_t>(B_) * world_;
+  if (saved_global != global) {
+    if (root_)
+      spdlog::warn("resume: the global batch changed from {} windows ({} ranks x batch_size {}) to {} ({} x {}); the "
+                   "continuation will not match the original run",
+                   saved_global, saved_world, saved_b.dump(), global, world_, B_);
+    // Keep the place in the epoch in windows, rounded up: no window of this epoch is read twice.
+    if (saved_global > 0)
+      position.batch = (position.batch * static_cast<uint64_t>(saved_global) + static_cast<uint64_t>(global) - 1) /
+                       static_cast<uint64_t>(global);
+  } else if (saved_world != world_) {
+    spdlog::info("resume: {} ranks now, {} when the checkpoint was written; same global batch, same data order",
+                 world_, saved_world);
+  }
   weights_->load(*ckpt);
-  train_loader_->restore(LoaderState::from_json(meta["train_loader"]));
+  train_loader_->restore(position);
   bad_steps_ = meta["bad_steps"].get<int64_t>();
   // Checkpoints of builds before the count was stored counted every step as an update.
   updates_ = meta.contains("updates") ? meta["updates"].get<int64_t>() : ckpt->step;
@@ -266,23 +315,27 @@ std::optional<int64_t> TrainingRun::resume_from_checkpoint() {
 
 double TrainingRun::evaluate(int64_t step) {
   val_loader_->reset();
-  // Never count a window twice: at most the batches the validation data holds.
-  const uint64_t available = val_loader_->num_windows() / static_cast<uint64_t>(B_);
+  // Never count a window twice: at most the (global) batches the validation data holds. Each rank
+  // evaluates its B windows of each, so the mean over ranks is the loss of one process evaluating
+  // the same windows in batches of world*B.
+  const uint64_t available = val_loader_->batches_per_epoch();
   const int batches = static_cast<int>(std::min<uint64_t>(cfg_.get_int32("train.eval_batches"), available));
   double total = 0.0;
   for (int i = 0; i < batches; ++i) {
     val_loader_->next_batch(inputs_.data(), targets_.data());
     total += model_->forward(inputs_.data(), targets_.data(), B_, T_);
   }
-  const double val_loss = total / batches;
-  metrics_->write({{"step", step}, {"val_loss", val_loss}});
-  spdlog::info("step {:>6} | val loss {:.4f} ({} batches of {} tokens)", step, val_loss, batches, B_ * T_);
+  comm_.all_reduce_sum(&total, 1);
+  const double val_loss = total / (static_cast<double>(batches) * world_);
+  record({{"step", step}, {"val_loss", val_loss}});
+  spdlog::info("step {:>6} | val loss {:.4f} ({} batches of {} tokens)", step, val_loss, batches,
+               static_cast<int64_t>(world_) * B_ * T_);
   return val_loss;
 }
 
 void TrainingRun::sample(int64_t step) {
   const int n_new = cfg_.get_int32("train.sample_tokens");
-  if (n_new <= 0) return;
+  if (n_new <= 0 || !root_) return;  // every rank would print the same text
   // Prompt: the first tokens of the validation set, so every sample starts from the same text.
   val_loader_->reset();
   val_loader_->next_batch(inputs_.data(), targets_.data());
@@ -317,14 +370,24 @@ void TrainingRun::throw_if_bad_update(const StepScalars& s) const {
                         "checkpoint in " + out_dir_.string() + " is untouched");
 }
 
+// All ranks hold the same state under data parallelism, so rank 0's checkpoint is the whole of it;
+// the others wait for it (and fail with it), so a later failure never leaves a rank ahead of the
+// newest checkpoint.
 void TrainingRun::save_checkpoint(int64_t step) {
   check_updates_finite();
+  run_collectively(comm_, "writing checkpoint " + std::to_string(step), [&] {
+    if (root_) write_checkpoint(step);
+  });
+}
+
+void TrainingRun::write_checkpoint(int64_t step) {
   CheckpointWriter w(out_dir_, step);
   weights_->save(w);
   const double elapsed = prior_elapsed_s_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start_).count();
   w.set_meta({{"format", kCheckpointFormat},
               {"step", step},
               {"train_loader", train_loader_->state().to_json()},
+              {"world", world_},  // the loader's batches are of world * batch_size windows
               {"bad_steps", bad_steps_},
               {"updates", updates_},
               {"elapsed_s", elapsed},
@@ -343,9 +406,9 @@ void TrainingRun::save_checkpoint(int64_t step) {
 }
 
 void TrainingRun::log_step(int64_t step, float loss, double lr, double norm, double step_seconds) {
-  const double tokens = static_cast<double>(B_) * T_ * accum_;
+  const double tokens = static_cast<double>(global_batch_tokens());  // all ranks together
   const double tok_per_s = tokens / step_seconds;
-  metrics_->write({{"step", step}, {"train_loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_s", tok_per_s}});
+  record({{"step", step}, {"train_loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_s", tok_per_s}});
   const int64_t every = cfg_.get_int("log.every");
   if (step % every != 0 && step != steps_) return;
   const double elapsed = prior_elapsed_s_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start_).count();
@@ -354,21 +417,53 @@ void TrainingRun::log_step(int64_t step, float loss, double lr, double norm, dou
                steps_, loss, lr, norm, tok_per_s, format_duration(elapsed), format_duration(eta));
 }
 
+// ECO_TEST_FAULT=KIND:STEP makes the last rank fail in step STEP, for tests/test_data_parallel*.cpp:
+// kill (SIGKILL: a rank that dies), stall (stops answering: the others time out), signal (SIGTERM:
+// a stop request that reached one rank only) or nan (a non-finite gradient on that rank only).
+void TrainingRun::inject_test_fault(int64_t step) const {
+  const char* spec = std::getenv("ECO_TEST_FAULT");
+  if (spec == nullptr || comm_.rank() != world_ - 1) return;
+  const std::string s = spec;
+  const size_t colon = s.find(':');
+  if (colon == std::string::npos || std::to_string(step) != s.substr(colon + 1)) return;
+  const std::string kind = s.substr(0, colon);
+  spdlog::warn("ECO_TEST_FAULT: {} at step {}", kind, step);
+  if (kind == "kill") std::raise(SIGKILL);
+  if (kind == "signal") std::raise(SIGTERM);
+  if (kind == "stall")
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+  if (kind == "nan") {
+    const float nan = std::nanf("");
+    ops_->copy_from_host(model_->grads(), &nan, sizeof nan);
+  }
+}
+
 int TrainingRun::execute() {
   // Nothing in the run directory changes until the config is validated, the memory fits and, on
-  // --resume, a checkpoint is accepted (run_dir.h has the rules).
-  lock_ = std::make_unique<RunDirLock>(out_dir_);
-  check_run_dir();
-  setup();
+  // --resume, a checkpoint is accepted (run_dir.h has the rules). Only rank 0 touches the run
+  // directory; every step that can fail on some ranks only is agreed on (run_collectively), so a
+  // failure anywhere ends every rank with the same exit code instead of a wait for the timeout.
+  run_collectively(comm_, "checking the run directory " + out_dir_.string(), [&] {
+    if (!root_) return;
+    lock_ = std::make_unique<RunDirLock>(out_dir_);
+    check_run_dir();
+  });
+  run_collectively(comm_, "setting up the model and data", [&] { setup(); });
   print_plan();
 
   std::optional<int64_t> resumed_at;
-  if (args_.resume) resumed_at = resume_from_checkpoint();
-  if (args_.overwrite) discard_previous_run(out_dir_);
-  atomic_write_file(out_dir_ / "config.json", cfg_.dump() + "\n");
+  if (args_.resume) run_collectively(comm_, "loading the checkpoint", [&] { resumed_at = resume_from_checkpoint(); });
+  // Every rank reads the checkpoint itself, so log.dir must be the same directory on every node.
+  require_same_on_all_ranks(comm_, resumed_at.value_or(-1), "the step resumed from (-1: none)",
+                            "log.dir must be one directory that every node sees (a shared filesystem)");
+  run_collectively(comm_, "preparing the run directory", [&] {
+    if (!root_) return;
+    if (args_.overwrite) discard_previous_run(out_dir_);
+    atomic_write_file(out_dir_ / "config.json", cfg_.dump() + "\n");
+    // Starting from scratch (even under --resume) drops every record of an earlier attempt.
+    metrics_ = std::make_unique<MetricsWriter>(out_dir_, resumed_at.value_or(-1));
+  });
   const int64_t start_step = resumed_at.value_or(0);
-  // Starting from scratch (even under --resume) drops every record of an earlier attempt.
-  metrics_ = std::make_unique<MetricsWriter>(out_dir_, resumed_at.value_or(-1));
   run_start_ = std::chrono::steady_clock::now();
 
   const int64_t eval_every = cfg_.get_int("train.eval_every");
@@ -377,20 +472,23 @@ int TrainingRun::execute() {
   const size_t n = model_->num_params();
   const double clip = cfg_.get_float("optim.grad_clip");
   if (!resumed_at) {
-    metrics_->write({{"step", 0}, {"memory", weights_->memory(B_, T_).to_json()}});
+    record({{"step", 0}, {"memory", weights_->memory(B_, T_).to_json()}});
     evaluate(0);
     sample(0);
   }
-  if (const int sig = g_stop_signal.load(); sig != 0 && start_step < steps_) {
+  if (const int sig = first_nonzero_over_ranks(comm_, g_stop_signal.load()); sig != 0 && start_step < steps_) {
     // Stopped before the first step: the initial state is a checkpoint too, so --resume continues
     // exactly as an uninterrupted run would.
     if (!resumed_at) save_checkpoint(0);
-    spdlog::warn("stopping before step {} (signal received); continue with --resume", start_step + 1);
+    if (root_) spdlog::warn("stopping before step {} (signal received); continue with --resume", start_step + 1);
     return 128 + sig;
   }
 
   scalars_ = static_cast<StepScalars*>(ops_->alloc(sizeof(StepScalars)));
   ops_->fill_zero(scalars_, sizeof(StepScalars));
+  // The gradient of the mean loss over the global batch: each rank's backward scales by
+  // 1/(accum * world) and the all-reduce sums the ranks.
+  const float loss_scale = 1.0f / static_cast<float>(accum_ * world_);
   for (int64_t step = start_step + 1; step <= steps_; ++step) {
     auto t0 = std::chrono::steady_clock::now();
     model_->zero_grad();
@@ -398,19 +496,26 @@ int TrainingRun::execute() {
     for (int micro = 0; micro < accum_; ++micro) {
       train_loader_->next_batch(inputs_.data(), targets_.data());
       model_->forward_accumulate_loss(inputs_.data(), targets_.data(), B_, T_, &scalars_->loss_sum);
-      model_->backward(1.0f / static_cast<float>(accum_));
+      model_->backward(loss_scale);
     }
+    inject_test_fault(step);
+    const uint64_t sent_before = comm_.bytes_sent();
+    grad_sync_->all_reduce(model_->grads(), n);
+    grad_bytes_sent_ += comm_.bytes_sent() - sent_before;
+    // After the sum: the norm (and so the clip and a non-finite gradient anywhere) is every rank's.
     ops_->accumulate_sum_squares(&scalars_->grad_norm_sq, model_->grads(), n);
-    const StepScalars s = read_scalars();  // the step's one host read
+    StepScalars s = read_scalars();  // the step's one host read
+    comm_.all_reduce_sum(&s.loss_sum, 1);  // a non-finite loss on any rank is non-finite on all
     throw_if_bad_update(s);
-    const float loss = static_cast<float>(s.loss_sum / accum_);
+    const float loss = static_cast<float>(s.loss_sum / (static_cast<double>(accum_) * world_));
     const double norm = std::sqrt(s.grad_norm_sq);
     const double lr = schedule_.lr_at(step - 1);
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       ++bad_steps_;
-      metrics_->write({{"step", step}, {"train_loss", loss}, {"grad_norm", norm}, {"skipped", true}});
-      spdlog::warn("step {}: loss {} / grad norm {} is not finite; update skipped ({} in a row)", step, loss, norm,
-                   bad_steps_);
+      record({{"step", step}, {"train_loss", loss}, {"grad_norm", norm}, {"skipped", true}});
+      if (root_)
+        spdlog::warn("step {}: loss {} / grad norm {} is not finite; update skipped ({} in a row)", step, loss, norm,
+                     bad_steps_);
       if (bad_steps_ > max_bad)
         throw NumericsError("training diverged: " + std::to_string(bad_steps_) +
                             " consecutive non-finite steps (train.max_bad_steps = " + std::to_string(max_bad) +
@@ -428,20 +533,28 @@ int TrainingRun::execute() {
       evaluate(step);
       sample(step);
     }
-    const bool stop_now = g_stop_signal.load() != 0 || (args_.stop_after > 0 && steps_this_run_ >= args_.stop_after);
+    // A signal that reached any rank stops all of them here, at the same step.
+    const int sig = first_nonzero_over_ranks(comm_, g_stop_signal.load());
+    const bool stop_now = sig != 0 || (args_.stop_after > 0 && steps_this_run_ >= args_.stop_after);
     if ((ckpt_every > 0 && step % ckpt_every == 0) || step == steps_ || stop_now) save_checkpoint(step);
     if (stop_now && step < steps_) {
-      spdlog::warn("stopping at step {} ({}); continue with --resume", step,
-                   g_stop_signal.load() ? "signal received" : "--stop-after reached");
-      return g_stop_signal.load() ? 128 + g_stop_signal.load() : 0;
+      if (root_)
+        spdlog::warn("stopping at step {} ({}); continue with --resume", step,
+                     sig ? "signal received" : "--stop-after reached");
+      return sig ? 128 + sig : 0;
     }
   }
   if (!args_.export_llmc.empty()) {
-    weights_->export_llmc(args_.export_llmc);
+    run_collectively(comm_, "exporting " + args_.export_llmc, [&] {
+      if (root_) weights_->export_llmc(args_.export_llmc);
+    });
     spdlog::info("exported llm.c checkpoint {}", args_.export_llmc);
   }
   spdlog::info("done: {} steps, {:.0f} tok/s on average this run", steps_,
-               static_cast<double>(B_) * T_ * accum_ * steps_this_run_ / std::max(train_seconds_, 1e-9));
+               static_cast<double>(global_batch_tokens()) * steps_this_run_ / std::max(train_seconds_, 1e-9));
+  if (world_ > 1 && steps_this_run_ > 0)
+    spdlog::info("data parallel: rank 0 sent {} gradient bytes per step (2(W-1)/W x 4 x {} params), {} bytes in all",
+                 grad_bytes_sent_ / static_cast<uint64_t>(steps_this_run_), n, comm_.bytes_sent());
   return 0;
 }
 
@@ -455,9 +568,9 @@ void install_stop_handlers() {
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
 }
 
-int run_training(const Config& cfg, const CliArgs& args) {
+int run_training(const Config& cfg, const CliArgs& args, Communicator& comm) {
   install_stop_handlers();
-  TrainingRun run(cfg, args);
+  TrainingRun run(cfg, args, comm);
   return run.execute();
 }
 

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/config.h"
+#include "dist/communicator.h"
 #include "train/cli.h"
 
 namespace eco {
@@ -16,7 +17,9 @@ namespace eco {
 // atomically, so that loses nothing either.
 void install_stop_handlers();
 
-// Runs (or resumes) the training described by `cfg`. Throws eco::Error subclasses on bad input.
-int run_training(const Config& cfg, const CliArgs& args);  // returns the exit code
+// Runs (or resumes) the training described by `cfg` on the ranks of `comm`: data parallel when
+// comm.world() > 1 (docs/distributed.md). Throws eco::Error subclasses on bad input; a failure on
+// one rank makes every rank throw (dist/rank_agreement.h). Returns the exit code.
+int run_training(const Config& cfg, const CliArgs& args, Communicator& comm);
 
 }  // namespace eco

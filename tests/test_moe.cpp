@@ -448,3 +448,60 @@ TEST_CASE("moe model: an expert with no tokens, balancing stats, expert bias", "
   REQUIRE(sb[0].load_entropy == Approx(1.0));
   REQUIRE(sb[0].load_min == Approx(1.0));
 }
+
+// ---- quantized MoE training through ModelWeights ----
+#include "cpu/guarded_ops.h"
+#include "train/model_weights.h"
+
+TEST_CASE("moe model in eco_sr: only the experts are quantized, training converges, device-resident", "[moe]") {
+  ModelConfig c = moe_tiny(Arch::Llama);
+  c.moe.first_layer = 1;
+  eco::OptimizerSpec spec;
+  spec.mode = eco::WeightMode::EcoSr;
+  spec.seed = 5;
+  const Batch b = make_batch(c.vocab_size, 4);
+  // Trains one batch for a few steps and returns the losses; the guarded backend crashes on any
+  // host dereference of backend memory (the MoE orchestration must only call ops).
+  auto run = [&](eco::Ops& ops, const ModelConfig& cfg, std::vector<bool>* quantized) {
+    eco::ModelWeights w(cfg, ops, spec, /*quantize_activations=*/true, /*fp8_backward=*/false);
+    w.init(21);
+    if (quantized)
+      for (size_t i = 0; i < w.model().tensors().size(); ++i) quantized->push_back(w.optimizer().is_quantized(i));
+    std::vector<float> losses;
+    for (int t = 1; t <= 12; ++t) {
+      w.model().zero_grad();
+      losses.push_back(w.model().forward(b.x.data(), b.y.data(), b.B, b.T));
+      w.model().backward();
+      w.step(3e-3f, t, 1.0f, nullptr);
+    }
+    return losses;
+  };
+  eco::CpuOps cpu;
+  std::vector<bool> quantized;
+  const std::vector<float> losses = run(cpu, c, &quantized);
+  {
+    eco::CpuOps probe;
+    GPT layout(c, probe);
+    for (size_t i = 0; i < layout.tensors().size(); ++i) {
+      const eco::ParamTensor& t = layout.tensors()[i];
+      INFO(t.name);
+      REQUIRE(quantized[i] == (t.kind == eco::ParamKind::Expert));
+    }
+  }
+  INFO("first loss " << losses.front() << ", last " << losses.back());
+  REQUIRE(losses.back() < losses.front() - 0.5f);
+  eco::GuardedOps guarded;
+  REQUIRE(run(guarded, c, nullptr) == losses);
+
+  // With quantize_dense_linears the attention and dense-MLP linears are quantized too.
+  c.moe.quantize_dense_linears = true;
+  quantized.clear();
+  eco::CpuOps cpu2;
+  run(cpu2, c, &quantized);
+  eco::CpuOps probe;
+  GPT layout(c, probe);
+  for (size_t i = 0; i < layout.tensors().size(); ++i) {
+    const eco::ParamKind k = layout.tensors()[i].kind;
+    REQUIRE(quantized[i] == (k == eco::ParamKind::Expert || k == eco::ParamKind::Linear));
+  }
+}

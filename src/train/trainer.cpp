@@ -170,6 +170,12 @@ void TrainingRun::setup() {
   if (T_ > mcfg_.max_seq_len)
     throw ConfigError("train.seq_len: " + std::to_string(T_) + " exceeds model.max_seq_len (" +
                       std::to_string(mcfg_.max_seq_len) + ")");
+  // What the dist section asks for beyond data parallelism is not built yet: refuse it rather than
+  // train differently from what the config says.
+  if (cfg_.get_int("dist.zero") != 0)
+    throw ConfigError("dist.zero: ZeRO-1 is not implemented yet; use dist.zero=0 (data parallel, docs/distributed.md)");
+  if (cfg_.get_int("dist.ep") != 1)
+    throw ConfigError("dist.ep: expert parallelism is not implemented yet; use dist.ep=1");
   check_memory();
   // Each rank reads its B windows of every global batch (data/loader.h), so the ranks together see
   // exactly the batches one process with batch_size world*B would.

@@ -400,14 +400,14 @@ TEST_CASE("every config shipped in configs/ resolves against the schema") {
     if (entry.path().extension() != ".json") continue;
     INFO(entry.path().filename().string());
     std::ifstream in(entry.path());
-    json j = json::parse(in);
+    json j = json::parse(in, nullptr, /*allow_exceptions=*/true, /*ignore_comments=*/true);  // as the CLI reads it
     // The corpora may not be fetched where the tests run; everything else must resolve as shipped.
     j["data"]["train"] = s.train;
     j["data"]["val"] = s.val;
     CHECK_NOTHROW(resolve(j));
     ++checked;
   }
-  CHECK(checked >= 9);  // tiny_cpu, ablation_tiny, ablation_small, gpt2_124m, gpt_30m … gpt_800m
+  CHECK(checked >= 11);  // moe_tiny_cpu, moe_2b, tiny_cpu, ablation_tiny, ablation_small, gpt2_124m, gpt_30m … gpt_800m
 }
 
 // --- integers that would be narrowed or overflow in the code (hardening) ---
@@ -417,7 +417,8 @@ TEST_CASE("every config shipped in configs/ resolves against the schema") {
 const std::set<std::string> kIntReadKeys = {
     "model.vocab_size", "model.padded_vocab", "model.n_layer", "model.n_head", "model.d_model",
     "model.max_seq_len", "model.mlp_hidden", "train.batch_size", "train.seq_len", "train.grad_accum",
-    "train.threads", "train.eval_batches", "train.sample_tokens", "train.keep_checkpoints"};
+    "train.threads", "train.eval_batches", "train.sample_tokens", "train.keep_checkpoints", "moe.experts",
+    "moe.top_k", "moe.first_layer", "moe.every", "moe.expert_hidden"};
 
 TEST_CASE("every int key has a finite upper bound; keys read as int fit in an int", "[config][bounds]") {
   const auto& schema = eco::eco_train_schema();

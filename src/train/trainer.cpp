@@ -25,6 +25,7 @@
 #include "train/backend.h"
 #include "train/checkpoint_store.h"
 #include "train/metrics.h"
+#include "train/moe_metrics.h"
 #include "train/model_setup.h"
 #include "train/memory_plan.h"
 #include "train/model_weights.h"
@@ -122,6 +123,8 @@ class TrainingRun {
   void inject_test_fault(int64_t step) const;
   void write_checkpoint(int64_t step);
   void log_step(int64_t step, float loss, double lr, double norm, double step_seconds);
+  // The step's MoE totals summed over ranks (every rank then holds the same picture and bias).
+  std::vector<MoeLayerStats> moe_step_totals(MoeTotals* totals);
   void record(const nlohmann::json& r) {
     if (metrics_) metrics_->write(r);  // rank 0 only
   }
@@ -147,6 +150,7 @@ class TrainingRun {
   std::unique_ptr<GradientAllReduce> grad_sync_;
   std::vector<int32_t> inputs_, targets_;
   int64_t bad_steps_ = 0;       // consecutive skipped (non-finite) steps
+  std::vector<MoeLayerStats> moe_stats_;  // of the last step (empty for a dense model)
   int64_t updates_ = 0;         // optimizer updates applied: Adam's t (skipped steps do not count)
   std::unique_ptr<RunDirLock> lock_;  // rank 0 only
   StepScalars* scalars_ = nullptr;  // backend memory
@@ -414,13 +418,24 @@ void TrainingRun::write_checkpoint(int64_t step) {
 void TrainingRun::log_step(int64_t step, float loss, double lr, double norm, double step_seconds) {
   const double tokens = static_cast<double>(global_batch_tokens());  // all ranks together
   const double tok_per_s = tokens / step_seconds;
-  record({{"step", step}, {"train_loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_s", tok_per_s}});
+  nlohmann::json r = {{"step", step}, {"train_loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_s", tok_per_s}};
+  if (!moe_stats_.empty()) r["moe"] = moe_stats_json(moe_stats_);
+  record(r);
   const int64_t every = cfg_.get_int("log.every");
   if (step % every != 0 && step != steps_) return;
   const double elapsed = prior_elapsed_s_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start_).count();
   const double eta = train_seconds_ / static_cast<double>(steps_this_run_) * static_cast<double>(steps_ - step);
-  spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {:.0f} tok/s | {} elapsed, ETA {}", step,
-               steps_, loss, lr, norm, tok_per_s, format_duration(elapsed), format_duration(eta));
+  const std::string moe = moe_console_summary(moe_stats_);
+  spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {}{:.0f} tok/s | {} elapsed, ETA {}", step,
+               steps_, loss, lr, norm, moe.empty() ? "" : moe + " | ", tok_per_s, format_duration(elapsed),
+               format_duration(eta));
+}
+
+std::vector<MoeLayerStats> TrainingRun::moe_step_totals(MoeTotals* totals) {
+  *totals = model_->read_moe_totals();
+  if (totals->values.empty()) return {};
+  comm_.all_reduce_sum(totals->values.data(), totals->values.size());
+  return GPT::moe_stats(model_->config(), *totals);
 }
 
 // ECO_TEST_FAULT=KIND:STEP makes the last rank fail in step STEP, for tests/test_data_parallel*.cpp:
@@ -498,6 +513,7 @@ int TrainingRun::execute() {
   for (int64_t step = start_step + 1; step <= steps_; ++step) {
     auto t0 = std::chrono::steady_clock::now();
     model_->zero_grad();
+    model_->reset_moe_totals();
     ops_->fill_zero(scalars_, offsetof(StepScalars, bad_weights));  // loss and norm; the flag persists
     for (int micro = 0; micro < accum_; ++micro) {
       train_loader_->next_batch(inputs_.data(), targets_.data());
@@ -512,6 +528,8 @@ int TrainingRun::execute() {
     ops_->accumulate_sum_squares(&scalars_->grad_norm_sq, model_->grads(), n);
     StepScalars s = read_scalars();  // the step's one host read
     comm_.all_reduce_sum(&s.loss_sum, 1);  // a non-finite loss on any rank is non-finite on all
+    MoeTotals moe_totals;
+    moe_stats_ = moe_step_totals(&moe_totals);
     throw_if_bad_update(s);
     const float loss = static_cast<float>(s.loss_sum / (static_cast<double>(accum_) * world_));
     const double norm = std::sqrt(s.grad_norm_sq);
@@ -529,6 +547,7 @@ int TrainingRun::execute() {
     } else {
       bad_steps_ = 0;
       weights_->step(static_cast<float>(lr), ++updates_, clip_factor(norm, clip), &scalars_->bad_weights);
+      model_->update_expert_bias(moe_totals, model_->config().moe.bias_update_rate);
     }
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     train_seconds_ += dt;

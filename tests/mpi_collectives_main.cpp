@@ -139,6 +139,68 @@ void check_collectives(eco::MpiCommunicator& c) {
   ok = true;
   for (size_t i = 0; i < 9; ++i) ok = ok && slice[i] == float(W * (W + 1) / 2) * float(R * 9 + i);
   CHECK_OR_COUNT(ok, "reduce_scatter_sum even");
+
+  // all_gather_v: uneven blocks (one empty), in place and not.
+  for (bool in_place : {false, true}) {
+    std::vector<size_t> bytes(W);
+    size_t all = 0, at = 0;
+    for (int r = 0; r < W; ++r) {
+      bytes[r] = r == 1 ? 0 : size_t(10 * r + 3);
+      if (r == R) at = all;
+      all += bytes[r];
+    }
+    std::vector<unsigned char> mine(bytes[R]), gathered(all + 1, 0xEE);
+    for (size_t i = 0; i < bytes[R]; ++i) mine[i] = static_cast<unsigned char>(R * 17 + i);
+    const void* src = mine.data();
+    if (in_place) {
+      std::memcpy(gathered.data() + at, mine.data(), bytes[R]);
+      src = gathered.data() + at;
+    }
+    c.all_gather_v(src, gathered.data(), bytes);
+    bool good = gathered[all] == 0xEE;
+    size_t off = 0;
+    for (int r = 0; r < W; ++r)
+      for (size_t i = 0; i < bytes[r]; ++i) good = good && gathered[off++] == static_cast<unsigned char>(r * 17 + i);
+    CHECK_OR_COUNT(good, "all_gather_v in_place=%d", int(in_place));
+  }
+
+  // all_to_all_v: rank R sends (R + 2p) % 5 * 3 bytes to rank p, each byte naming (R, p, i).
+  {
+    auto size = [](int from, int to) { return size_t((from + 2 * to) % 5 * 3); };
+    auto byte = [](int from, int to, size_t i) { return static_cast<unsigned char>(from * 64 + to * 8 + i); };
+    std::vector<size_t> sb(W), rb(W);
+    std::vector<unsigned char> send, recv;
+    for (int p = 0; p < W; ++p) {
+      sb[p] = size(R, p);
+      rb[p] = size(p, R);
+      for (size_t i = 0; i < sb[p]; ++i) send.push_back(byte(R, p, i));
+    }
+    size_t rtotal = 0;
+    for (size_t b : rb) rtotal += b;
+    recv.assign(rtotal + 1, 0xEE);
+    c.all_to_all_v(send.data(), sb, recv.data(), rb);
+    bool good = recv[rtotal] == 0xEE;
+    size_t off = 0;
+    for (int p = 0; p < W; ++p)
+      for (size_t i = 0; i < rb[p]; ++i) good = good && recv[off++] == byte(p, R, i);
+    CHECK_OR_COUNT(good, "all_to_all_v");
+  }
+
+  // split: even and odd ranks, ordered by descending rank; a sum inside each group.
+  {
+    std::unique_ptr<eco::Communicator> sub = c.split(R % 2, -R);
+    int expect_world = 0;
+    for (int r = 0; r < W; ++r) expect_world += r % 2 == R % 2 ? 1 : 0;
+    int expect_rank = 0;
+    for (int r = R + 1; r < W; ++r) expect_rank += r % 2 == R % 2 ? 1 : 0;
+    CHECK_OR_COUNT(sub->world() == expect_world && sub->rank() == expect_rank, "split rank %d/%d", sub->rank(),
+                   sub->world());
+    double v = R;
+    sub->all_reduce_sum(&v, 1);
+    double want = 0;
+    for (int r = 0; r < W; ++r) want += r % 2 == R % 2 ? r : 0;
+    CHECK_OR_COUNT(v == want, "sum within split group: %g != %g", v, want);
+  }
   c.barrier();
 }
 

@@ -51,6 +51,9 @@ class ScriptedCommunicator final : public eco::Communicator {
   void broadcast(void*, size_t, int) override {}
   void all_gather(const void*, void*, size_t) override {}
   void reduce_scatter_sum_v(const float*, float*, const std::vector<size_t>&) override {}
+  void all_gather_v(const void*, void*, const std::vector<size_t>&) override {}
+  void all_to_all_v(const void*, const std::vector<size_t>&, void*, const std::vector<size_t>&) override {}
+  std::unique_ptr<eco::Communicator> split(int, int) override { return nullptr; }
   void barrier() override {}
 
   float peer_value = 0.0f;

@@ -35,6 +35,18 @@ class Communicator {
   void reduce_scatter_sum(const float* in, float* out, size_t count_per_rank) {
     reduce_scatter_sum_v(in, out, std::vector<size_t>(static_cast<size_t>(world()), count_per_rank));
   }
+  // out = rank 0's block (bytes[0] bytes), rank 1's block, ... laid out back to back; `in` is this
+  // rank's block and may alias its place in out. Uneven blocks: row-aligned ZeRO-1 shards.
+  virtual void all_gather_v(const void* in, void* out, const std::vector<size_t>& bytes) = 0;
+  // Personalised exchange (expert-parallel dispatch and combine): send holds one block per rank,
+  // rank after rank (send_bytes[p] bytes for rank p, this rank's own block included); recv gets one
+  // block from each rank, rank after rank (recv_bytes[p] bytes from rank p). The callers agree on
+  // the sizes beforehand (an exchange of counts); send and recv must not overlap.
+  virtual void all_to_all_v(const void* send, const std::vector<size_t>& send_bytes, void* recv,
+                            const std::vector<size_t>& recv_bytes) = 0;
+  // The ranks that pass the same color form a new communicator, ranked by (key, rank here) — the
+  // expert-parallel and expert-data-parallel groups. Collective over this communicator.
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
   virtual void barrier() = 0;
 
   // Payload bytes this rank has handed to the transport for its peers since construction: what the

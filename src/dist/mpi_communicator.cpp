@@ -48,6 +48,13 @@ MpiCommunicator::MpiCommunicator(double timeout_s, size_t max_count) : timeout_s
   check(MPI_Comm_size(comm_, &world_), "init", "MPI_Comm_size");
 }
 
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, double timeout_s, size_t max_count)
+    : comm_(comm), timeout_s_(timeout_s), max_count_(max_count) {
+  check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "split", "MPI_Comm_set_errhandler");
+  check(MPI_Comm_rank(comm_, &rank_), "split", "MPI_Comm_rank");
+  check(MPI_Comm_size(comm_, &world_), "split", "MPI_Comm_size");
+}
+
 MpiCommunicator::~MpiCommunicator() {
   // Finalize only on a clean exit: after a failure (or while an exception unwinds, possibly on this
   // rank alone) the peers may never reach MPI_Finalize, and waiting for them would turn an error
@@ -235,6 +242,78 @@ void MpiCommunicator::all_gather(const void* in, void* out, size_t bytes_per_ran
     }
     MPI_Type_free(&strided);
   }
+}
+
+void MpiCommunicator::exchange_blocks(const std::vector<const unsigned char*>& send,
+                                      const std::vector<size_t>& send_bytes, const std::vector<unsigned char*>& recv,
+                                      const std::vector<size_t>& recv_bytes, const char* op) {
+  std::vector<MPI_Request> reqs;
+  for (int p = 0; p < world_; ++p) {
+    if (p == rank_) continue;
+    // Chunks of one pair travel in order (MPI keeps the order of messages with one tag between two
+    // ranks), so the k-th receive matches the k-th send.
+    for (const Chunk& c : split_into_chunks(recv_bytes[p], max_count_)) {
+      reqs.emplace_back();
+      check(MPI_Irecv(recv[p] + c.offset, static_cast<int>(c.count), MPI_BYTE, p, kTag + 1, comm_, &reqs.back()), op,
+            "MPI_Irecv");
+    }
+    for (const Chunk& c : split_into_chunks(send_bytes[p], max_count_)) {
+      reqs.emplace_back();
+      check(MPI_Isend(send[p] + c.offset, static_cast<int>(c.count), MPI_BYTE, p, kTag + 1, comm_, &reqs.back()), op,
+            "MPI_Isend");
+      bytes_sent_ += c.count;
+    }
+  }
+  wait_all(reqs, op);
+}
+
+void MpiCommunicator::all_gather_v(const void* in, void* out, const std::vector<size_t>& bytes) {
+  const char* op = "all_gather_v";
+  ensure_usable(op);
+  if (bytes.size() != static_cast<size_t>(world_))
+    throw std::invalid_argument("all_gather_v: " + std::to_string(bytes.size()) + " sizes for world " +
+                                std::to_string(world_));
+  auto* dst = static_cast<unsigned char*>(out);
+  std::vector<unsigned char*> recv(world_);
+  size_t off = 0;
+  for (int p = 0; p < world_; ++p) {
+    recv[p] = dst + off;
+    off += bytes[p];
+  }
+  if (in != recv[rank_] && bytes[rank_] > 0) std::memmove(recv[rank_], in, bytes[rank_]);
+  std::vector<const unsigned char*> send(world_, recv[rank_]);
+  std::vector<size_t> send_bytes(world_, bytes[rank_]);
+  exchange_blocks(send, send_bytes, recv, bytes, op);
+}
+
+void MpiCommunicator::all_to_all_v(const void* send, const std::vector<size_t>& send_bytes, void* recv,
+                                   const std::vector<size_t>& recv_bytes) {
+  const char* op = "all_to_all_v";
+  ensure_usable(op);
+  if (send_bytes.size() != static_cast<size_t>(world_) || recv_bytes.size() != static_cast<size_t>(world_))
+    throw std::invalid_argument("all_to_all_v: need one send and one receive size per rank (world " +
+                                std::to_string(world_) + ")");
+  if (send_bytes[rank_] != recv_bytes[rank_])
+    throw std::invalid_argument("all_to_all_v: this rank's block to itself must have one size");
+  std::vector<const unsigned char*> s(world_);
+  std::vector<unsigned char*> r(world_);
+  size_t so = 0, ro = 0;
+  for (int p = 0; p < world_; ++p) {
+    s[p] = static_cast<const unsigned char*>(send) + so;
+    r[p] = static_cast<unsigned char*>(recv) + ro;
+    so += send_bytes[p];
+    ro += recv_bytes[p];
+  }
+  if (send_bytes[rank_] > 0) std::memcpy(r[rank_], s[rank_], send_bytes[rank_]);
+  exchange_blocks(s, send_bytes, r, recv_bytes, op);
+}
+
+std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key) {
+  const char* op = "split";
+  ensure_usable(op);
+  MPI_Comm sub = MPI_COMM_NULL;
+  check(MPI_Comm_split(comm_, color, key, &sub), op, "MPI_Comm_split");
+  return std::unique_ptr<Communicator>(new MpiCommunicator(sub, timeout_s_, max_count_));
 }
 
 void MpiCommunicator::barrier() {

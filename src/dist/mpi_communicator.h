@@ -29,6 +29,10 @@ class MpiCommunicator final : public Communicator {
   void broadcast(void* buf, size_t bytes, int root) override;
   void all_gather(const void* in, void* out, size_t bytes_per_rank) override;
   void reduce_scatter_sum_v(const float* in, float* out, const std::vector<size_t>& counts) override;
+  void all_gather_v(const void* in, void* out, const std::vector<size_t>& bytes) override;
+  void all_to_all_v(const void* send, const std::vector<size_t>& send_bytes, void* recv,
+                    const std::vector<size_t>& recv_bytes) override;
+  std::unique_ptr<Communicator> split(int color, int key) override;
   void barrier() override;
 
   // 2^24 elements per message: far below INT_MAX, and keeps the staging buffer of a sum at
@@ -45,6 +49,12 @@ class MpiCommunicator final : public Communicator {
   void check(int rc, const char* op, const char* call);
   void wait_all(std::vector<MPI_Request>& reqs, const char* op);
   void ensure_usable(const char* op) const;
+  // A sub-communicator made by split(): owns `comm`, never MPI_Init/Finalize.
+  MpiCommunicator(MPI_Comm comm, double timeout_s, size_t max_count);
+  // Point-to-point exchange of byte blocks with every peer (chunked below max_count_); blocks of
+  // size 0 are not sent. send[p]/recv[p] for p == rank_ are ignored.
+  void exchange_blocks(const std::vector<const unsigned char*>& send, const std::vector<size_t>& send_bytes,
+                       const std::vector<unsigned char*>& recv, const std::vector<size_t>& recv_bytes, const char* op);
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;

@@ -18,4 +18,18 @@ void SingleCommunicator::reduce_scatter_sum_v(const float* in, float* out, const
   if (in != out && counts[0] > 0) std::memmove(out, in, counts[0] * sizeof(float));
 }
 
+void SingleCommunicator::all_gather_v(const void* in, void* out, const std::vector<size_t>& bytes) {
+  if (bytes.size() != 1) throw std::invalid_argument("all_gather_v: need one size per rank (world 1)");
+  if (in != out && bytes[0] > 0) std::memmove(out, in, bytes[0]);
+}
+
+void SingleCommunicator::all_to_all_v(const void* send, const std::vector<size_t>& send_bytes, void* recv,
+                                      const std::vector<size_t>& recv_bytes) {
+  if (send_bytes.size() != 1 || recv_bytes.size() != 1 || send_bytes[0] != recv_bytes[0])
+    throw std::invalid_argument("all_to_all_v: a world of 1 sends its one block to itself");
+  if (send_bytes[0] > 0) std::memcpy(recv, send, send_bytes[0]);
+}
+
+std::unique_ptr<Communicator> SingleCommunicator::split(int, int) { return std::make_unique<SingleCommunicator>(); }
+
 }  // namespace eco

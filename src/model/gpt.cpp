@@ -50,28 +50,45 @@ const char* param_kind_name(ParamKind k) {
   return "?";
 }
 
-GPT::GPT(const ModelConfig& cfg, Ops& ops, GptOptions options) : cfg_(cfg), ops_(ops), options_(options) {
+void GPT::check_shape(const ModelConfig& cfg) {
   const auto bad = [](const std::string& what) { throw ConfigError("model: " + what); };
-  if (cfg_.n_layer < 1 || cfg_.n_head < 1 || cfg_.d_model < 1) bad("n_layer, n_head and d_model must be positive");
-  if (cfg_.d_model % cfg_.n_head != 0)
-    bad("d_model " + std::to_string(cfg_.d_model) + " is not divisible by n_head " + std::to_string(cfg_.n_head));
-  if (cfg_.vocab_size < 1 || cfg_.padded_vocab < cfg_.vocab_size)
-    bad("padded_vocab " + std::to_string(cfg_.padded_vocab) + " must be >= vocab_size " +
-        std::to_string(cfg_.vocab_size));
-  if (cfg_.max_seq_len < 1) bad("max_seq_len must be positive");
-  if (cfg_.arch == Arch::GPT2 && !cfg_.tied_head) bad("the gpt2 architecture always ties the head; set tied_head");
-  if (cfg_.arch == Arch::Llama && cfg_.head_dim() % 2 != 0)
-    bad("RoPE needs an even head dimension, d_model/n_head = " + std::to_string(cfg_.head_dim()));
-  const MoeConfig& moe = cfg_.moe;
+  if (cfg.n_layer < 1 || cfg.n_head < 1 || cfg.d_model < 1) bad("n_layer, n_head and d_model must be positive");
+  if (cfg.d_model % cfg.n_head != 0)
+    bad("d_model " + std::to_string(cfg.d_model) + " is not divisible by n_head " + std::to_string(cfg.n_head));
+  if (cfg.vocab_size < 1 || cfg.padded_vocab < cfg.vocab_size)
+    bad("padded_vocab " + std::to_string(cfg.padded_vocab) + " must be >= vocab_size " +
+        std::to_string(cfg.vocab_size));
+  if (cfg.max_seq_len < 1) bad("max_seq_len must be positive");
+  if (cfg.arch == Arch::GPT2 && !cfg.tied_head) bad("the gpt2 architecture always ties the head; set tied_head");
+  if (cfg.arch == Arch::Llama && cfg.head_dim() % 2 != 0)
+    bad("RoPE needs an even head dimension, d_model/n_head = " + std::to_string(cfg.head_dim()));
+  const MoeConfig& moe = cfg.moe;
   if (moe.enabled()) {
     if (moe.top_k < 1 || moe.top_k > moe.experts)
       bad("moe.top_k " + std::to_string(moe.top_k) + " must be in [1, moe.experts = " + std::to_string(moe.experts) +
           "]");
-    if (moe.every < 1 || moe.first_layer < 0 || moe.first_layer >= cfg_.n_layer)
+    if (moe.every < 1 || moe.first_layer < 0 || moe.first_layer >= cfg.n_layer)
       bad("moe.first_layer must be a layer index and moe.every positive");
     if (moe.capacity_factor < 0.0f) bad("moe.capacity_factor must be >= 0");
   }
-  build_layout();
+}
+
+GPT::GPT(const ModelConfig& cfg, Ops& ops, GptOptions options) : cfg_(cfg), ops_(ops), options_(options) {
+  check_shape(cfg_);
+  Layout layout = build_layout(cfg_, options_);
+  tensors_ = std::move(layout.tensors);
+  init_std_ = std::move(layout.init_std);
+  layers_ = std::move(layout.layers);
+  wte_ = layout.wte;
+  wpe_ = layout.wpe;
+  lnfw_ = layout.lnfw;
+  lnfb_ = layout.lnfb;
+  head_ = layout.head;
+  num_params_ = layout.num_params;
+  resident_params_ = layout.resident_params;
+  max_linear_numel_ = layout.max_linear_numel;
+  const MoeConfig& moe = cfg_.moe;
+  // Besides params, grads and the weight scratch, what follows is state_buffer_bytes(cfg_).
   params_ = ops_.alloc_floats(resident_params_);
   grads_ = ops_.alloc_floats(num_params_);
   ops_.fill_zero(params_, resident_params_ * sizeof(float));
@@ -125,13 +142,14 @@ GPT::~GPT() {
 // the llm.c tensors. With external linear weights the tensor list and its order stay the same;
 // only the offsets move the quantizable tensors behind all the others, so params() can stop where
 // they begin.
-void GPT::build_layout() {
-  const int64_t L = cfg_.n_layer, C = cfg_.d_model, H = cfg_.hidden(), Vp = cfg_.padded_vocab;
-  const bool gpt2 = cfg_.arch == Arch::GPT2;
-  const MoeConfig& moe = cfg_.moe;
+GPT::Layout GPT::build_layout(const ModelConfig& cfg, const GptOptions& options) {
+  Layout out;
+  const int64_t L = cfg.n_layer, C = cfg.d_model, H = cfg.hidden(), Vp = cfg.padded_vocab;
+  const bool gpt2 = cfg.arch == Arch::GPT2;
+  const MoeConfig& moe = cfg.moe;
   const int64_t mlp_in = gpt2 ? H : 2 * H;  // llama: gate and up in one [2H, C] matrix
-  const float std = cfg_.init_std;
-  const float proj_std = static_cast<float>(cfg_.init_std / std::sqrt(2.0 * static_cast<double>(L)));
+  const float std = cfg.init_std;
+  const float proj_std = static_cast<float>(cfg.init_std / std::sqrt(2.0 * static_cast<double>(L)));
   const bool quantize_dense = !moe.enabled() || moe.quantize_dense_linears;
   auto add = [&](const std::string& name, std::vector<int64_t> shape, ParamKind kind, float init) {
     size_t numel = 1;
@@ -143,22 +161,22 @@ void GPT::build_layout() {
     t.kind = kind;
     t.weight_decay = t.shape.size() == 2 && kind != ParamKind::Router;
     t.quantizable = kind == ParamKind::Expert || (kind == ParamKind::Linear && quantize_dense);
-    tensors_.push_back(std::move(t));
-    init_std_.push_back(init);
-    return tensors_.size() - 1;
+    out.tensors.push_back(std::move(t));
+    out.init_std.push_back(init);
+    return out.tensors.size() - 1;
   };
-  layers_.assign(static_cast<size_t>(L), LayerParams{});
+  out.layers.assign(static_cast<size_t>(L), LayerParams{});
   auto stacked = [&](size_t LayerParams::*field, const std::string& suffix, const std::vector<int64_t>& shape,
                      ParamKind kind, float init, bool dense_mlp = false) {
     for (int64_t l = 0; l < L; ++l) {
       const bool has_dense_mlp = !moe.is_moe_layer(static_cast<int>(l)) || moe.shared_expert;
       if (dense_mlp && !has_dense_mlp) continue;
-      layers_[static_cast<size_t>(l)].*field = add("h." + std::to_string(l) + "." + suffix, shape, kind, init);
+      out.layers[static_cast<size_t>(l)].*field = add("h." + std::to_string(l) + "." + suffix, shape, kind, init);
     }
   };
   constexpr float kZeros = 0.0f, kOnes = -1.0f;
-  wte_ = add("wte", {Vp, C}, ParamKind::Embedding, std);
-  if (gpt2) wpe_ = add("wpe", {cfg_.max_seq_len, C}, ParamKind::Embedding, std);
+  out.wte = add("wte", {Vp, C}, ParamKind::Embedding, std);
+  if (gpt2) out.wpe = add("wpe", {cfg.max_seq_len, C}, ParamKind::Embedding, std);
   stacked(&LayerParams::ln1w, "ln1.w", {C}, ParamKind::Norm, kOnes);
   if (gpt2) stacked(&LayerParams::ln1b, "ln1.b", {C}, ParamKind::Norm, kZeros);
   stacked(&LayerParams::qkvw, "qkv.w", {3 * C, C}, ParamKind::Linear, std);
@@ -171,37 +189,53 @@ void GPT::build_layout() {
   if (gpt2) stacked(&LayerParams::fcb, "fc.b", {mlp_in}, ParamKind::Bias, kZeros, true);
   stacked(&LayerParams::fcprojw, "fcproj.w", {C, H}, ParamKind::Linear, proj_std, true);
   if (gpt2) stacked(&LayerParams::fcprojb, "fcproj.b", {C}, ParamKind::Bias, kZeros, true);
-  lnfw_ = add("lnf.w", {C}, ParamKind::Norm, kOnes);
-  if (gpt2) lnfb_ = add("lnf.b", {C}, ParamKind::Norm, kZeros);
-  if (!cfg_.tied_head) head_ = add("head.w", {Vp, C}, ParamKind::Head, std);
+  out.lnfw = add("lnf.w", {C}, ParamKind::Norm, kOnes);
+  if (gpt2) out.lnfb = add("lnf.b", {C}, ParamKind::Norm, kZeros);
+  if (!cfg.tied_head) out.head = add("head.w", {Vp, C}, ParamKind::Head, std);
   // Experts: no biases (as the MoE trainers), the expert MLP's own activation.
   int moe_index = 0;
   for (int64_t l = 0; l < L; ++l) {
     if (!moe.is_moe_layer(static_cast<int>(l))) continue;
-    LayerParams& lp = layers_[static_cast<size_t>(l)];
+    LayerParams& lp = out.layers[static_cast<size_t>(l)];
     const std::string pre = "h." + std::to_string(l) + ".";
     lp.moe_index = moe_index++;
     lp.router = add(pre + "router.w", {moe.experts, C}, ParamKind::Router, std);
     for (int e = 0; e < moe.experts; ++e) {
       const std::string ex = pre + "expert." + std::to_string(e) + ".";
-      lp.expert_fc.push_back(add(ex + "fc.w", {cfg_.expert_in_width(), C}, ParamKind::Expert, std));
-      lp.expert_proj.push_back(add(ex + "fcproj.w", {C, cfg_.expert_hidden()}, ParamKind::Expert, proj_std));
+      lp.expert_fc.push_back(add(ex + "fc.w", {cfg.expert_in_width(), C}, ParamKind::Expert, std));
+      lp.expert_proj.push_back(add(ex + "fcproj.w", {C, cfg.expert_hidden()}, ParamKind::Expert, proj_std));
     }
   }
 
   size_t off = 0;
-  const bool external = options_.external_linear_weights;
+  const bool external = options.external_linear_weights;
   for (int pass = 0; pass < (external ? 2 : 1); ++pass) {
-    for (ParamTensor& t : tensors_) {
+    for (ParamTensor& t : out.tensors) {
       if (external && t.quantizable != (pass == 1)) continue;
       t.offset = off;
       off += t.numel;
     }
-    if (pass == 0) resident_params_ = off;
+    if (pass == 0) out.resident_params = off;
   }
-  num_params_ = off;
-  for (const ParamTensor& t : tensors_)
-    if (t.quantizable && t.numel > max_linear_numel_) max_linear_numel_ = t.numel;
+  out.num_params = off;
+  for (const ParamTensor& t : out.tensors)
+    if (t.quantizable && t.numel > out.max_linear_numel) out.max_linear_numel = t.numel;
+  return out;
+}
+
+std::vector<ParamTensor> GPT::parameter_tensors(const ModelConfig& cfg, GptOptions options) {
+  check_shape(cfg);
+  return build_layout(cfg, options).tensors;
+}
+
+size_t GPT::state_buffer_bytes(const ModelConfig& cfg) {
+  size_t bytes = 0;
+  if (cfg.moe.enabled()) {
+    const size_t layers = static_cast<size_t>(cfg.moe_layer_count());
+    bytes += 2 * layers * static_cast<size_t>(cfg.moe.experts) * sizeof(float) + layers * sizeof(double);
+  }
+  if (cfg.arch == Arch::Llama) bytes += 2 * static_cast<size_t>(cfg.max_seq_len) * (cfg.head_dim() / 2) * sizeof(float);
+  return bytes;
 }
 
 const ParamTensor& GPT::tensor(const std::string& name) const {

@@ -179,6 +179,17 @@ class GPT {
   // The activation buffer alone for a model of this shape, without building one (memory planning).
   static size_t activation_layout_bytes(const ModelConfig& cfg, const LinearQuantization& quant, const Ops& ops, int B,
                                         int T);
+  // The same with the attention's saved floats per layer given (Ops::attention_saved_floats(B, T,
+  // n_head) of the backend planned for), so a plan needs no backend object.
+  static size_t activation_layout_bytes(const ModelConfig& cfg, const LinearQuantization& quant,
+                                        size_t attention_saved_floats, int B, int T);
+  // The parameter tensors (names, shapes, kinds, quantizable, offsets) a GPT of this shape has with
+  // these options, exactly as the constructor lays them out, without allocating anything (memory
+  // planning). ConfigError for a shape the constructor would refuse.
+  static std::vector<ParamTensor> parameter_tensors(const ModelConfig& cfg, GptOptions options = {});
+  // Bytes the constructor allocates besides params, grads and the weight scratch: the RoPE tables
+  // and the MoE expert bias and router statistics.
+  static size_t state_buffer_bytes(const ModelConfig& cfg);
   // Parameter counts (total and without embeddings/head) and the shape.
   std::string summary() const;
   size_t num_non_embedding_params() const;
@@ -226,12 +237,22 @@ class GPT {
     int32_t* targets = nullptr;
     size_t total_bytes = 0;
   };
-  static ActPointers lay_out_activations(const ModelConfig& cfg, const LinearQuantization& quant, const Ops& ops,
-                                         char* base, int B,
-                                         int T);
+  // attention_saved_floats: what the backend's attention keeps per layer at this B, T.
+  static ActPointers lay_out_activations(const ModelConfig& cfg, const LinearQuantization& quant,
+                                         size_t attention_saved_floats, char* base, int B, int T);
   void ensure_activations(int B, int T);
   bool run_forward(const int32_t* inputs, const int32_t* targets, int B, int T);  // false without targets
-  void build_layout();
+  // The parameter layout of a shape: the tensors and where each block's live (built without a model,
+  // so memory planning and the constructor share it).
+  struct Layout {
+    std::vector<ParamTensor> tensors;
+    std::vector<float> init_std;
+    std::vector<LayerParams> layers;
+    size_t wte = npos, wpe = npos, lnfw = npos, lnfb = npos, head = npos;
+    size_t num_params = 0, resident_params = 0, max_linear_numel = 0;
+  };
+  static void check_shape(const ModelConfig& cfg);  // ConfigError for a shape no GPT can have
+  static Layout build_layout(const ModelConfig& cfg, const GptOptions& options);
 
   float* param(size_t t) { return params_ + tensors_[t].offset; }
   const float* param(size_t t) const { return params_ + tensors_[t].offset; }

@@ -7,11 +7,9 @@
 
 namespace eco {
 
-GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQuantization& quant, const Ops& ops,
-                                          char* base, int B,
-                                          int T) {
+GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQuantization& quant,
+                                          size_t attention_saved_floats, char* base, int B, int T) {
   const size_t N = static_cast<size_t>(B) * T, C = cfg.d_model, H = cfg.hidden(), Vp = cfg.padded_vocab;
-  const size_t NH = cfg.n_head;
   const bool gpt2 = cfg.arch == Arch::GPT2;
   const size_t mlp_in = gpt2 ? H : 2 * H;
   const MoeConfig& moe = cfg.moe;
@@ -42,7 +40,7 @@ GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQu
     l.ln1_rstd = f(N);
     l.qkv = f(N * 3 * C);
     l.atty = f(N * C);
-    l.att = f(ops.attention_saved_floats(B, T, static_cast<int>(NH)));
+    l.att = f(attention_saved_floats);
     l.attproj = f(N * C);
     l.res2 = f(N * C);
     l.ln2 = f(N * C);
@@ -107,12 +105,17 @@ GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQu
 }
 
 size_t GPT::activation_bytes(int B, int T) const {
-  return lay_out_activations(cfg_, quant_, ops_, nullptr, B, T).total_bytes + weight_scratch_floats() * sizeof(float);
+  return activation_layout_bytes(cfg_, quant_, ops_, B, T) + weight_scratch_floats() * sizeof(float);
 }
 
 size_t GPT::activation_layout_bytes(const ModelConfig& cfg, const LinearQuantization& quant, const Ops& ops, int B,
                                    int T) {
-  return lay_out_activations(cfg, quant, ops, nullptr, B, T).total_bytes;
+  return activation_layout_bytes(cfg, quant, ops.attention_saved_floats(B, T, cfg.n_head), B, T);
+}
+
+size_t GPT::activation_layout_bytes(const ModelConfig& cfg, const LinearQuantization& quant,
+                                   size_t attention_saved_floats, int B, int T) {
+  return lay_out_activations(cfg, quant, attention_saved_floats, nullptr, B, T).total_bytes;
 }
 
 void GPT::set_linear_quantization(const LinearQuantization& q) {
@@ -135,11 +138,12 @@ void GPT::ensure_activations(int B, int T) {
   const int nt = T > act_T_ ? T : act_T_;
   if (act_buffer_) ops_.free(act_buffer_);
   act_buffer_ = nullptr;
-  act_buffer_ = static_cast<char*>(ops_.alloc(lay_out_activations(cfg_, quant_, ops_, nullptr, nb, nt).total_bytes));
+  const size_t att = ops_.attention_saved_floats(nb, nt, cfg_.n_head);
+  act_buffer_ = static_cast<char*>(ops_.alloc(lay_out_activations(cfg_, quant_, att, nullptr, nb, nt).total_bytes));
   act_B_ = nb;
   act_T_ = nt;
   // Pointers for the capacity shape; a smaller (B, T) uses the front of each slice.
-  acts_ = lay_out_activations(cfg_, quant_, ops_, act_buffer_, act_B_, act_T_);
+  acts_ = lay_out_activations(cfg_, quant_, att, act_buffer_, act_B_, act_T_);
 }
 
 }  // namespace eco

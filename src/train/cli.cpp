@@ -8,6 +8,9 @@
 #include "train/config_schema.h"
 
 namespace eco {
+namespace {
+constexpr int64_t kMaxWorld = 1 << 20;  // far beyond any cluster; keeps the planned products in range
+}  // namespace
 
 std::string cli_usage() {
   return R"(usage: eco_train --config FILE [options]
@@ -28,6 +31,11 @@ options:
                        time-limited jobs; continue later with --resume)
   --threads N          CPU threads (same as --set train.threads=N; 0 = all cores)
   --export-llmc PATH   at the end, write the weights as an llm.c GPT-2 fp32 checkpoint
+  --plan               print what one rank needs (memory per optim.mode, whether it fits on an
+                       80 GB and a 141 GB GPU, bytes sent per step) and exit without training or
+                       allocating the model; the data files need not exist (see docs/memory.md)
+  --world N            the number of ranks --plan plans for (default 1); dist.ep and dist.zero
+                       come from the config (e.g. --set dist.ep=8 --set dist.zero=1)
   --help-config        list every config key with its type, default and meaning
   -h, --help           this text
 
@@ -41,6 +49,7 @@ cannot be created), 128+N stopped by signal N (SIGINT, SIGTERM, SIGHUP) after wr
 
 CliArgs parse_cli(int argc, char** argv) {
   CliArgs args;
+  bool world_given = false;
   auto value_of = [&](int& i, std::string_view flag) -> std::string {
     if (i + 1 >= argc) throw ConfigError("flag " + std::string(flag) + " needs a value (see --help)");
     return argv[++i];
@@ -76,12 +85,25 @@ CliArgs parse_cli(int argc, char** argv) {
       args.threads = static_cast<int>(n);
     }
     else if (a == "--export-llmc") args.export_llmc = value_of(i, a);
+    else if (a == "--plan") args.plan = true;
+    else if (a == "--world") {
+      const std::string text = value_of(i, a);
+      const int64_t n = int_of(text, a);
+      if (n < 1 || n > kMaxWorld)
+        throw ConfigError("flag --world: expected an integer in [1, " + std::to_string(kMaxWorld) + "], got " + text);
+      args.world = static_cast<int>(n);
+      world_given = true;
+    }
     else if (a == "--help-config") args.help_config = true;
     else if (a == "-h" || a == "--help") args.help = true;
     else throw ConfigError("unknown flag \"" + std::string(a) + "\" (see --help)");
   }
   if (!args.help && !args.help_config && args.config_path.empty())
     throw ConfigError("missing --config FILE (see --help)");
+  if (world_given && !args.plan)
+    throw ConfigError("--world is for --plan; a training run takes its world size from the launcher (mpirun, srun)");
+  if (args.plan && (args.resume || args.overwrite || args.stop_after > 0 || !args.export_llmc.empty()))
+    throw ConfigError("--plan only prints the memory plan; drop --resume, --overwrite, --stop-after and --export-llmc");
   if (args.resume && args.overwrite)
     throw ConfigError("--resume and --overwrite contradict each other: continue the run, or discard it");
   if (!args.out_dir.empty()) args.overrides.push_back("log.dir=" + args.out_dir);

@@ -17,6 +17,8 @@ struct CliArgs {
   std::string export_llmc;             // --export-llmc PATH: write the weights in llm.c format at the end
   int64_t stop_after = 0;              // --stop-after N: checkpoint and exit after N steps of this run
   int threads = -1;                    // --threads N overrides train.threads
+  bool plan = false;                   // --plan: print the memory plan per rank and exit (no training)
+  int world = 1;                       // --world N: the world size --plan plans for
 };
 
 // Throws ConfigError (exit code 2) on an unknown flag or a missing value.

@@ -11,44 +11,13 @@
 #include <vector>
 
 #include "core/error.h"
+#include "cpu/cpu_ops.h"
+#include "cpu/guarded_ops.h"
+#include "optim/moment_buffer.h"
 #include "quant/scaling.h"
 
 namespace eco {
 namespace {
-
-struct Shape {
-  size_t rows, cols;
-  bool linear;
-};
-
-// Every parameter tensor of the model, in the shapes GPT::build_layout gives them.
-std::vector<Shape> parameter_shapes(const ModelConfig& c) {
-  const size_t L = static_cast<size_t>(c.n_layer), C = static_cast<size_t>(c.d_model),
-               H = static_cast<size_t>(c.hidden()), Vp = static_cast<size_t>(c.padded_vocab);
-  const bool gpt2 = c.arch == Arch::GPT2;
-  const size_t mlp_in = gpt2 ? H : 2 * H;
-  std::vector<Shape> s;
-  s.push_back({Vp, C, false});
-  if (gpt2) s.push_back({static_cast<size_t>(c.max_seq_len), C, false});
-  for (size_t l = 0; l < L; ++l) {
-    s.push_back({1, C, false});
-    if (gpt2) s.push_back({1, C, false});
-    s.push_back({3 * C, C, true});
-    if (gpt2) s.push_back({1, 3 * C, false});
-    s.push_back({C, C, true});
-    if (gpt2) s.push_back({1, C, false});
-    s.push_back({1, C, false});
-    if (gpt2) s.push_back({1, C, false});
-    s.push_back({mlp_in, C, true});
-    if (gpt2) s.push_back({1, mlp_in, false});
-    s.push_back({C, H, true});
-    if (gpt2) s.push_back({1, C, false});
-  }
-  s.push_back({1, C, false});
-  if (gpt2) s.push_back({1, C, false});
-  if (!c.tied_head) s.push_back({Vp, C, false});
-  return s;
-}
 
 std::optional<size_t> read_number_file(const char* path) {
   std::ifstream f(path);
@@ -60,42 +29,112 @@ std::optional<size_t> read_number_file(const char* path) {
   return static_cast<size_t>(v);
 }
 
+void add_into(MemoryPlan& sum, const MemoryPlan& p, size_t divisor) {
+  sum.num_params += p.num_params / divisor;
+  sum.linear_params += p.linear_params / divisor;
+  sum.weight_bytes += p.weight_bytes / divisor;
+  sum.code_bytes += p.code_bytes / divisor;
+  sum.scale_bytes += p.scale_bytes / divisor;
+  sum.master_bytes += p.master_bytes / divisor;
+  sum.m_bytes += p.m_bytes / divisor;
+  sum.v_bytes += p.v_bytes / divisor;
+  sum.grad_bytes += p.grad_bytes / divisor;
+}
+
+void check_layout(const ModelConfig& mcfg, const RankLayout& layout) {
+  const auto bad = [](const std::string& what) { throw ConfigError("memory plan: " + what); };
+  if (layout.world < 1) bad("the world size must be at least 1");
+  if (layout.ep < 1) bad("dist.ep must be at least 1");
+  if (layout.ep > 1 && !mcfg.moe.enabled()) bad("dist.ep > 1 needs an MoE model (moe.experts > 0)");
+  if (layout.ep > 1 && mcfg.moe.experts % layout.ep != 0)
+    bad("dist.ep " + std::to_string(layout.ep) + " does not divide moe.experts (" + std::to_string(mcfg.moe.experts) +
+        ")");
+  if (layout.world % layout.ep != 0)
+    bad("dist.ep " + std::to_string(layout.ep) + " does not divide the world size " + std::to_string(layout.world));
+}
+
 }  // namespace
+
+size_t largest_shard_rows(size_t rows, size_t unit_rows, int dp) {
+  if (unit_rows == 0 || unit_rows >= rows || dp <= 1) return rows;
+  const size_t units = (rows + unit_rows - 1) / unit_rows, per_rank = (units + dp - 1) / static_cast<size_t>(dp);
+  return std::min(rows, per_rank * unit_rows);
+}
 
 MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const GPT::LinearQuantization& quant,
                        const Ops& ops, int B, int T) {
+  const bool cpu = dynamic_cast<const CpuOps*>(&ops) || dynamic_cast<const GuardedOps*>(&ops);
+  return plan_memory(mcfg, spec, quant, BackendFootprint{ops.attention_saved_floats(B, T, mcfg.n_head), cpu}, B, T,
+                     RankLayout{});
+}
+
+MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const GPT::LinearQuantization& quant,
+                       const BackendFootprint& backend, int B, int T, const RankLayout& layout) {
+  check_layout(mcfg, layout);
   const WeightModeTraits tr = traits_of(spec.mode);
-  const bool external = tr.quantized && !tr.master;  // master-free: the model holds no fp32 linear
-  const size_t code_size = tr.bf16 ? 2 : 1;
-  const size_t state_size = spec.state_format == StateFormat::Fp32 ? 4 : 2;
-  const size_t moments = spec.kind == OptimizerKind::AdamW ? 2 : 1;
-  MemoryPlan p;
-  size_t max_linear = 0, max_panel = 0;
-  for (const Shape& s : parameter_shapes(mcfg)) {
-    const size_t n = s.rows * s.cols;
+  const bool external = tr.quantized && !tr.master;  // master-free: the model holds no fp32 copy of them
+  const QuantFormat format = tr.bf16 ? QuantFormat::BF16 : spec.weight_format;
+  const size_t state_size = MomentBuffer::element_bytes(spec.state_format);
+  const bool adam = spec.kind == OptimizerKind::AdamW;
+  GptOptions options;
+  options.external_linear_weights = external;
+  // The experts' sums are divided by ep at the end: every MoE layer has `experts` tensors of each
+  // expert shape and ep divides experts, so each rank's share is exact.
+  MemoryPlan dense, experts;
+  size_t max_linear = 0, max_panel = 0, max_in = 0;
+  for (const ParamTensor& t : GPT::parameter_tensors(mcfg, options)) {
+    const bool expert = t.kind == ParamKind::Expert;
+    MemoryPlan& p = expert ? experts : dense;
+    const int dp = expert ? layout.world / layout.ep : layout.world;
+    // Rows and columns as the optimizer sees the tensor (train/model_weights.cpp).
+    const size_t n = t.numel, rows = t.shape.size() == 2 ? static_cast<size_t>(t.shape[0]) : 1, cols = n / rows;
+    const bool quantized = tr.quantized && t.quantizable;
+    size_t state_elems = n;  // of m, v and the master that this rank holds
     p.num_params += n;
     p.grad_bytes += n * sizeof(float);
-    p.moment_bytes += moments * n * state_size;
-    if (!s.linear) {
-      p.model_param_bytes += n * sizeof(float);
-      continue;
+    if (t.quantizable) p.linear_params += n;
+    if (quantized) {
+      QuantRef q;
+      q.rows = rows;
+      q.cols = cols;
+      q.format = format;
+      q.granularity = spec.granularity;
+      p.code_bytes += q.code_bytes();
+      p.scale_bytes += q.scale_count() * sizeof(float);
+      const size_t unit = spec.granularity == ScaleGranularity::PerRow     ? 1
+                          : spec.granularity == ScaleGranularity::Block128 ? kScaleBlock
+                                                                           : rows;
+      if (layout.zero) state_elems = largest_shard_rows(rows, unit, dp) * cols;
+      if (tr.master) p.master_bytes += state_elems * sizeof(float);
+      max_linear = std::max(max_linear, n);
+      max_in = std::max(max_in, cols);
+      max_panel = std::max(max_panel, cpu_master_free_panel_rows(spec.granularity, rows, cols) * cols);
+    } else {
+      p.weight_bytes += n * sizeof(float);
+      if (layout.zero) state_elems = largest_shard_rows(n, 1, dp);
     }
-    p.linear_params += n;
-    max_linear = std::max(max_linear, n);
-    max_panel = std::max(max_panel, cpu_master_free_panel_rows(spec.granularity, s.rows, s.cols) * s.cols);
-    if (!external) p.model_param_bytes += n * sizeof(float);
-    if (tr.quantized) {
-      p.code_bytes += n * code_size;
-      if (!tr.bf16) p.scale_bytes += ScaleLayout{spec.granularity, s.rows, s.cols}.count() * sizeof(float);  // bf16 needs none
-    }
+    p.m_bytes += state_elems * state_size;
+    if (adam) p.v_bytes += state_elems * state_size;
   }
-  p.activation_bytes = GPT::activation_layout_bytes(mcfg, tr.quantized ? quant : GPT::LinearQuantization{}, ops, B, T);
-  // Quantized modes feed the forward through a dequantized-weight scratch of the largest linear.
-  if (tr.quantized) p.activation_bytes += max_linear * sizeof(float);
-  if (external) {
-    p.optimizer_scratch_bytes = 4 * max_panel * sizeof(float);  // four fp32 panel buffers
-  }
-  return p;
+  MemoryPlan plan;
+  add_into(plan, dense, 1);
+  add_into(plan, experts, static_cast<size_t>(layout.ep));
+  plan.activation_bytes = GPT::activation_layout_bytes(mcfg, tr.quantized ? quant : GPT::LinearQuantization{},
+                                                       backend.attention_saved_floats, B, T);
+  // Quantized modes feed the forward through a dequantized-weight scratch of the largest one.
+  if (tr.quantized) plan.activation_bytes += max_linear * sizeof(float);
+  // Expert parallelism: a send and a receive buffer of the dispatched rows (N·top_k rows of d_model
+  // fp32), reused by the combine and the backward.
+  if (layout.ep > 1)
+    plan.activation_bytes += 2 * static_cast<size_t>(B) * static_cast<size_t>(T) *
+                             static_cast<size_t>(mcfg.moe.top_k) * static_cast<size_t>(mcfg.d_model) * sizeof(float);
+  if (external && backend.cpu_scratch) plan.optimizer_scratch_bytes = 4 * max_panel * sizeof(float);
+  // The CPU multiplies a quantized weight by quantized activations after dequantizing both (at
+  // most B·T rows: an expert sees each token once).
+  if (tr.quantized && quant.quantize_activations && backend.cpu_scratch)
+    plan.gemm_scratch_bytes = (static_cast<size_t>(B) * static_cast<size_t>(T) * max_in + max_linear) * sizeof(float);
+  plan.state_bytes = GPT::state_buffer_bytes(mcfg) + sizeof(int64_t);
+  return plan;
 }
 
 MemoryLimit memory_limit() {
@@ -134,8 +173,9 @@ std::string format_bytes(double bytes) {
 void check_memory_fits(const MemoryPlan& plan, const MemoryLimit& limit) {
   if (limit.bytes == 0 || plan.total() <= limit.bytes) return;
   throw SystemError("this run needs about " + format_bytes(static_cast<double>(plan.total())) + " (parameters and grads " +
-                    format_bytes(static_cast<double>(plan.model_param_bytes + plan.grad_bytes)) + ", optimizer state " +
-                    format_bytes(static_cast<double>(plan.moment_bytes + plan.code_bytes + plan.scale_bytes)) +
+                    format_bytes(static_cast<double>(plan.weight_bytes + plan.code_bytes + plan.scale_bytes +
+                                                     plan.master_bytes + plan.grad_bytes)) +
+                    ", optimizer state " + format_bytes(static_cast<double>(plan.m_bytes + plan.v_bytes)) +
                     ", activations " + format_bytes(static_cast<double>(plan.activation_bytes)) + ") but " +
                     limit.source + " allows " + format_bytes(static_cast<double>(limit.bytes)) +
                     "; reduce train.batch_size, train.seq_len or the model size, or use optim.state_format=bf16");

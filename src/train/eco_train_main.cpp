@@ -12,6 +12,7 @@
 #include "dist/communicator.h"
 #include "train/cli.h"
 #include "train/config_schema.h"
+#include "train/plan_report.h"
 #include "train/trainer.h"
 
 int main(int argc, char** argv) {
@@ -28,6 +29,8 @@ int main(int argc, char** argv) {
       std::fputs(eco::schema_help_text(eco::eco_train_schema()).c_str(), stdout);
       return 0;
     }
+    // The memory plan allocates nothing, needs no data files and starts no MPI.
+    if (args.plan) return eco::run_plan(args);
     // Once per process, before the config: under mpirun/srun every rank joins here (and an error
     // below is printed by each rank that has it, tagged with its rank).
     std::unique_ptr<eco::Communicator> comm = eco::make_communicator();

@@ -21,6 +21,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_ops.h"
+#include "gpu_training_timer.h"
 #include "train/model_weights.h"
 
 using namespace eco;
@@ -67,28 +68,11 @@ int main(int argc, char** argv) {
     spec.seed = 1;
     ModelWeights w(c, ops, spec, /*quantize_activations=*/true, /*fp8_backward=*/false);
     w.init(1);
-    int64_t* bad = static_cast<int64_t*>(ops.alloc(sizeof(int64_t)));
-    ops.fill_zero(bad, sizeof(int64_t));
-    double* loss = static_cast<double*>(ops.alloc(sizeof(double)));
-    size_t peak = 0;
-    auto iteration = [&](int t) {
-      w.model().zero_grad();
-      w.model().forward_accumulate_loss(tokens.data(), tokens.data(), B, T, loss);
-      w.model().backward();
-      w.step(1e-4f, t, 1.0f, bad);
-      peak = std::max(peak, ops.allocated_bytes());
-    };
-    iteration(1);  // warm-up
-    ops.synchronize();
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int s = 0; s < steps; ++s) iteration(s + 2);
-    ops.synchronize();
-    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    tps[mode] = static_cast<double>(N) * steps / sec;
+    const eco_bench::TrainingTiming timing = eco_bench::time_training(w, ops, tokens, B, T, steps);
+    tps[mode] = timing.tokens_per_s;
+    const size_t peak = timing.peak_bytes;
     std::printf("RESULT moe_%s_tokens_per_s %.0f tok/s\n", mode, tps[mode]);
     std::printf("RESULT moe_%s_peak_memory %.2f GiB\n", mode, static_cast<double>(peak) / (1u << 30));
-    ops.free(bad);
-    ops.free(loss);
   }
   std::printf("RESULT moe_eco_vs_bf16 %.3f x\n", tps["eco"] / tps["bf16"]);
 

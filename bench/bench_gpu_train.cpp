@@ -15,13 +15,12 @@
 #include <string>
 
 #if defined(ECO_WITH_CUDA)
-#include <algorithm>
-#include <chrono>
 #include <map>
 #include <vector>
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_ops.h"
+#include "gpu_training_timer.h"
 #include "train/model_weights.h"
 
 using namespace eco;
@@ -57,31 +56,14 @@ int main(int argc, char** argv) {
     spec.seed = 1;
     ModelWeights w(c, ops, spec, /*quantize_activations=*/true, /*fp8_backward=*/false);
     w.init(1);
-    int64_t* bad = static_cast<int64_t*>(ops.alloc(sizeof(int64_t)));
-    ops.fill_zero(bad, sizeof(int64_t));
-    double* loss = static_cast<double*>(ops.alloc(sizeof(double)));
-    size_t peak = 0;
-    auto iteration = [&](int t) {
-      w.model().zero_grad();
-      w.model().forward_accumulate_loss(tokens.data(), tokens.data(), B, T, loss);
-      w.model().backward();
-      w.step(1e-4f, t, 1.0f, bad);
-      peak = std::max(peak, ops.allocated_bytes());
-    };
-    iteration(1);  // warm-up: allocations, descriptor caches
-    ops.synchronize();
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int s = 0; s < steps; ++s) iteration(s + 2);
-    ops.synchronize();
-    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double tok_s = static_cast<double>(B) * T * steps / sec;
+    const eco_bench::TrainingTiming timing = eco_bench::time_training(w, ops, tokens, B, T, steps);
+    const double tok_s = timing.tokens_per_s;
+    const size_t peak = timing.peak_bytes;
     const double mfu = 6.0 * static_cast<double>(w.model().num_params()) * tok_s / (peak_tflops * 1e12);
     tps[mode] = tok_s;
     std::printf("RESULT train_%s_tokens_per_s %.0f tok/s\n", mode, tok_s);
     std::printf("RESULT train_%s_mfu %.1f %%\n", mode, 100.0 * mfu);
     std::printf("RESULT train_%s_peak_memory %.2f GiB\n", mode, static_cast<double>(peak) / (1u << 30));
-    ops.free(bad);
-    ops.free(loss);
   }
   std::printf("RESULT eco_sr_vs_bf16 %.3f x\n", tps["eco_sr"] / tps["bf16"]);
   return 0;

@@ -18,6 +18,7 @@
 #include "model/llmc_io.h"
 #include "quant/quant_rows.h"
 #include "ref_layers.h"
+#include "tiny_model.h"
 #include "test_util.h"
 
 using eco::Arch;
@@ -31,18 +32,9 @@ using ref::Vec;
 
 namespace {
 
-ModelConfig tiny(Arch arch, bool tied, int n_layer = 2) {
-  ModelConfig c;
-  c.arch = arch;
-  c.vocab_size = 67;
-  c.padded_vocab = 128;
-  c.n_layer = n_layer;
-  c.n_head = 4;
-  c.d_model = 32;
-  c.max_seq_len = 8;
-  c.tied_head = tied;
-  return c;
-}
+using eco_test::Batch;
+using eco_test::make_batch;
+ModelConfig tiny(Arch arch, bool tied, int n_layer = 2) { return eco_test::tiny_config(arch, tied, 0, n_layer); }
 
 struct Variant {
   const char* name;
@@ -51,25 +43,6 @@ struct Variant {
 std::vector<Variant> variants() {
   return {{"gpt2", tiny(Arch::GPT2, true)}, {"llama tied", tiny(Arch::Llama, true)},
           {"llama untied", tiny(Arch::Llama, false)}};
-}
-
-struct Batch {
-  int B = 2, T = 8;
-  std::vector<int32_t> x, y;
-};
-
-Batch make_batch(int V, uint32_t seed, int B = 2, int T = 8) {
-  Batch b;
-  b.B = B;
-  b.T = T;
-  uint32_t s = seed;
-  for (int i = 0; i < B * T + 1; ++i) {
-    s = s * 1664525u + 1013904223u;
-    b.x.push_back(static_cast<int32_t>((s >> 8) % static_cast<uint32_t>(V)));
-  }
-  b.y.assign(b.x.begin() + 1, b.x.end());
-  b.x.pop_back();
-  return b;
 }
 
 std::vector<float> tensor_values(const GPT& m, const ParamTensor& t) {

@@ -16,6 +16,7 @@
 #include "cpu/cpu_ops.h"
 #include "model/gpt.h"
 #include "ref_layers.h"
+#include "tiny_model.h"
 
 using eco::Arch;
 using eco::GPT;
@@ -24,38 +25,9 @@ using ref::Vec;
 
 namespace {
 
-ModelConfig tiny(Arch arch, bool tied, int mlp_hidden = 0) {
-  ModelConfig c;
-  c.arch = arch;
-  c.vocab_size = 67;
-  c.padded_vocab = 128;
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.d_model = 32;
-  c.max_seq_len = 8;
-  c.mlp_hidden = mlp_hidden;
-  c.tied_head = tied;
-  return c;
-}
-
-struct Batch {
-  int B = 2, T = 8;
-  std::vector<int32_t> x, y;
-};
-
-Batch make_batch(int V, uint32_t seed, int B = 2, int T = 8) {
-  Batch b;
-  b.B = B;
-  b.T = T;
-  uint32_t s = seed;
-  for (int i = 0; i < B * T + 1; ++i) {
-    s = s * 1664525u + 1013904223u;
-    b.x.push_back(static_cast<int32_t>((s >> 8) % static_cast<uint32_t>(V)));
-  }
-  b.y.assign(b.x.begin() + 1, b.x.end());
-  b.x.pop_back();
-  return b;
-}
+using eco_test::Batch;
+using eco_test::make_batch;
+ModelConfig tiny(Arch arch, bool tied, int mlp_hidden = 0) { return eco_test::tiny_config(arch, tied, mlp_hidden); }
 
 // The whole model in float64 from the layer references, reading parameters by tensor name.
 double ref_loss(const GPT& m, const Vec& P, const Batch& bt) {

@@ -13,6 +13,7 @@
 #include "cpu/cpu_ops.h"
 #include "model/gpt.h"
 #include "ref_layers.h"
+#include "tiny_model.h"
 
 using eco::Arch;
 using eco::GPT;
@@ -188,16 +189,7 @@ TEST_CASE("moe router backward matches float64 finite differences", "[moe]") {
 namespace {
 
 ModelConfig moe_tiny(Arch arch) {
-  ModelConfig c;
-  c.arch = arch;
-  c.vocab_size = 67;
-  c.padded_vocab = 128;
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.d_model = 32;
-  c.max_seq_len = 8;
-  c.mlp_hidden = 48;
-  c.tied_head = true;
+  ModelConfig c = eco_test::tiny_config(arch, /*tied=*/true, /*mlp_hidden=*/48);
   c.moe.experts = 4;
   c.moe.top_k = 2;
   c.moe.expert_hidden = 24;
@@ -207,22 +199,8 @@ ModelConfig moe_tiny(Arch arch) {
   return c;
 }
 
-struct Batch {
-  int B = 2, T = 8;
-  std::vector<int32_t> x, y;
-};
-
-Batch make_batch(int V, uint32_t seed) {
-  Batch b;
-  uint32_t s = seed;
-  for (int i = 0; i < b.B * b.T + 1; ++i) {
-    s = s * 1664525u + 1013904223u;
-    b.x.push_back(static_cast<int32_t>((s >> 8) % static_cast<uint32_t>(V)));
-  }
-  b.y.assign(b.x.begin() + 1, b.x.end());
-  b.x.pop_back();
-  return b;
-}
+using eco_test::Batch;
+using eco_test::make_batch;
 
 // The training objective the backward differentiates: mean cross-entropy plus every MoE layer's
 // balancing losses, as the model reports them.

@@ -125,10 +125,11 @@ __device__ float load_state(const void* p, size_t i, StateFormat f) {
   return f == StateFormat::Fp32 ? static_cast<const float*>(p)[i] : bf16_decode(static_cast<const uint16_t*>(p)[i]);
 }
 
-// bf16 states are stored with SR keyed by the element's index in the whole tensor (MomentBuffer).
-__device__ void store_state(void* p, size_t i, float x, StateFormat f, const RandomKey& key) {
-  if (f == StateFormat::Fp32) static_cast<float*>(p)[i] = x;
-  else static_cast<uint16_t*>(p)[i] = bf16_encode_sr(x, random_bits(key, i));
+// bf16 states are stored with SR keyed by the element's index in the whole tensor (MomentBuffer);
+// element i lives at p[i − origin] (origin = state_row_offset · cols: ZeRO-1 keeps its own rows).
+__device__ void store_state(void* p, size_t i, size_t origin, float x, StateFormat f, const RandomKey& key) {
+  if (f == StateFormat::Fp32) static_cast<float*>(p)[i - origin] = x;
+  else static_cast<uint16_t*>(p)[i - origin] = bf16_encode_sr(x, random_bits(key, i));
 }
 
 __device__ float clipped(const float* g, size_t i, float scale) { return scale == 1.0f ? g[i] : g[i] * scale; }
@@ -137,12 +138,13 @@ __device__ float clipped(const float* g, size_t i, float scale) { return scale =
 // here; m is returned updated in `m` for the caller to store (after ECO's injection).
 __device__ float update_element(const OptimStepArgs& a, size_t i, float& w, float& m) {
   const float g = clipped(a.grad, i, a.grad_scale);
-  m = load_state(a.m, i, a.state_format);
+  const size_t origin = a.state_row_offset * a.cols;
+  m = load_state(a.m, i - origin, a.state_format);
   if (a.kind == OptimizerKind::AdamW) {
-    float v = load_state(a.v, i, a.state_format);
+    float v = load_state(a.v, i - origin, a.state_format);
     const float d = adam_moments(g, m, v, a.adam);
     w = adamw_new_weight(w, m, d, a.adam);
-    store_state(a.v, i, v, a.state_format, a.keys.v);
+    store_state(a.v, i, origin, v, a.state_format, a.keys.v);
     return d;
   }
   sgdm_momentum(g, m, a.sgdm);
@@ -158,7 +160,7 @@ __global__ void step_values_kernel(OptimStepArgs a, size_t base, size_t n) {
     float w = a.value[i], m;
     update_element(a, i, w, m);
     a.value[i] = w;
-    store_state(a.m, i, m, a.state_format, a.keys.m);
+    store_state(a.m, i, a.state_row_offset * a.cols, m, a.state_format, a.keys.m);
   }
 }
 
@@ -193,7 +195,7 @@ __global__ void finish_m_kernel(OptimStepArgs a, size_t base, size_t n, const fl
       m += a.kind == OptimizerKind::AdamW ? eco_adam_injection(wt[k] - wq, d[k], a.adam)
                                           : eco_sgdm_injection(wt[k] - wq, a.sgdm);
     }
-    store_state(a.m, i, m, a.state_format, a.keys.m);
+    store_state(a.m, i, a.state_row_offset * a.cols, m, a.state_format, a.keys.m);
   }
 }
 
@@ -310,6 +312,10 @@ float* CudaOps::scratch_floats(size_t n) {
 void CudaOps::optimizer_step(const OptimStepArgs& a) {
   const size_t cols = a.cols;
   if (a.row_end <= a.row_begin || cols == 0) return;
+  if (a.row_begin < a.state_row_offset || a.row_end > a.rows)
+    throw Error("optimizer_step: rows [" + std::to_string(a.row_begin) + ", " + std::to_string(a.row_end) +
+                ") are outside the moments' rows [" + std::to_string(a.state_row_offset) + ", " +
+                std::to_string(a.rows) + ")");
   if (!a.master_free()) {
     const size_t base = a.row_begin * cols, n = (a.row_end - a.row_begin) * cols;
     step_values_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(a, base, n);

@@ -42,8 +42,12 @@ struct OptimStepArgs {
   // Buffers (backend memory).
   float* value = nullptr;       // the fp32 weight, or the master of a quantized tensor; nullptr when master-free
   const float* grad = nullptr;  // the whole tensor's gradient
-  void* m = nullptr;            // state_format elements, the whole tensor
-  void* v = nullptr;            // AdamW only
+  void* m = nullptr;            // state_format elements of rows [state_row_offset, row_end) at least
+  void* v = nullptr;            // AdamW only; laid out as m
+  // The tensor row whose first element is m[0] (and v[0]): 0 when the moments cover the whole
+  // tensor; a ZeRO-1 rank keeps only its own rows (row_begin >= state_row_offset). Stochastic
+  // rounding of the moments stays keyed by the element's index in the whole tensor.
+  size_t state_row_offset = 0;
   QuantRef quant;               // codes == nullptr: the tensor is not quantized
   int64_t* bad_count = nullptr;  // backend int64: grows by the number of non-finite updated weights
   // Which rows; a range must be self-contained for the scale granularity (all rows for per-tensor).

@@ -17,7 +17,9 @@ class MomentBuffer {
   MomentBuffer() = default;
   MomentBuffer(size_t n, StateFormat format);
   // A view over n elements of storage owned elsewhere (the CPU backend's buffers); copies stay views.
-  static MomentBuffer view(void* data, size_t n, StateFormat format);
+  // `origin`: the tensor element index of data[0] (ZeRO-1 keeps the moments of its own rows only);
+  // every index below is the element's index in the whole tensor, which is also what keys the SR.
+  static MomentBuffer view(void* data, size_t n, StateFormat format, size_t origin = 0);
   MomentBuffer(const MomentBuffer& o) { *this = o; }
   MomentBuffer& operator=(const MomentBuffer& o);
   MomentBuffer(MomentBuffer&& o) noexcept { *this = std::move(o); }
@@ -25,11 +27,11 @@ class MomentBuffer {
 
   static size_t element_bytes(StateFormat f) { return f == StateFormat::Fp32 ? sizeof(float) : sizeof(uint16_t); }
 
-  float get(size_t i) const { return format_ == StateFormat::Fp32 ? f32_[i] : bf16_decode(b16_[i]); }
+  float get(size_t i) const { return format_ == StateFormat::Fp32 ? f32_[i - origin_] : bf16_decode(b16_[i - origin_]); }
   // `key` selects the SR stream (used by bf16 only); i is also the element index of the draw.
   void set(size_t i, float x, const RandomKey& key) {
-    if (format_ == StateFormat::Fp32) f32_[i] = x;
-    else b16_[i] = bf16_encode_sr(x, random_bits(key, i));
+    if (format_ == StateFormat::Fp32) f32_[i - origin_] = x;
+    else b16_[i - origin_] = bf16_encode_sr(x, random_bits(key, i));
   }
 
   // The same stores over elements begin .. begin+n−1, from src[0 .. n−1]. For bf16 one Philox call
@@ -41,7 +43,7 @@ class MomentBuffer {
   // Elements begin .. begin+n−1 as fp32 to update: fp32 states in place, bf16 ones decoded into
   // scratch. commit() stores them back (a no-op in place), so fp32 states pay no copies.
   float* view(size_t begin, size_t n, float* scratch) {
-    if (format_ == StateFormat::Fp32) return f32_ + begin;
+    if (format_ == StateFormat::Fp32) return f32_ + (begin - origin_);
     load(begin, n, scratch);
     return scratch;
   }
@@ -60,6 +62,7 @@ class MomentBuffer {
 
   StateFormat format_ = StateFormat::Fp32;
   size_t n_ = 0;
+  size_t origin_ = 0;  // tensor index of the first stored element (views only)
   // Storage: the vectors when this buffer owns it, else empty and the pointers lead elsewhere.
   std::vector<float> own_f32_;
   std::vector<uint16_t> own_b16_;

@@ -21,15 +21,65 @@ void* zeroed(Ops& ops, size_t bytes) {
 
 }  // namespace
 
-WeightOptimizer::WeightOptimizer(Ops& ops, std::vector<OptimTensor> tensors, const OptimizerSpec& spec)
-    : ops_(ops), tensors_(std::move(tensors)), spec_(spec), traits_(traits_of(spec.mode)) {
+namespace {
+constexpr size_t kArenaAlign = 64;  // bytes: every tensor's codes and scales start 64-byte aligned
+size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+}  // namespace
+
+WeightOptimizer::WeightOptimizer(Ops& ops, std::vector<OptimTensor> tensors, const OptimizerSpec& spec,
+                                 OptimizerShard shard)
+    : ops_(ops), tensors_(std::move(tensors)), spec_(spec), traits_(traits_of(spec.mode)), shard_(shard) {
   const QuantFormat fmt = traits_.bf16 ? QuantFormat::BF16 : spec_.weight_format;
   const size_t state_bytes = MomentBuffer::element_bytes(spec_.state_format);
-  quant_.resize(tensors_.size());
-  m_.assign(tensors_.size(), nullptr);
-  v_.assign(tensors_.size(), nullptr);
+  const size_t n_tensors = tensors_.size();
+  quant_.resize(n_tensors);
+  m_.assign(n_tensors, nullptr);
+  v_.assign(n_tensors, nullptr);
+  code_pos_.assign(n_tensors, 0);
+  scale_pos_.assign(n_tensors, 0);
+  if (shard_.world < 1 || shard_.rank < 0 || shard_.rank >= shard_.world)
+    throw Error("optimizer: rank " + std::to_string(shard_.rank) + " of world " + std::to_string(shard_.world));
+  size_t total = 0;
+  for (const OptimTensor& t : tensors_) total += t.rows * t.cols;
+  if (shard_.world == 1) {
+    bounds_ = {0, total};
+  } else {
+    std::vector<ShardTensor> units;
+    for (const OptimTensor& t : tensors_)
+      units.push_back({t.offset, t.rows, t.cols,
+                       shard_align_rows(traits_.quantized && t.quantize && !traits_.bf16, spec_.granularity, t.rows)});
+    bounds_ = zero1_partition(units, shard_.world);
+  }
+  own_.resize(n_tensors);
+  for (size_t i = 0; i < n_tensors; ++i) own_[i] = owned_rows(i, shard_.rank);
   try {
-    for (size_t i = 0; i < tensors_.size(); ++i) {
+    // The stored copies live in two arenas in offset order, so a rank's rows are one block of each.
+    for (size_t i = 0; i < n_tensors; ++i)
+      if (traits_.quantized && tensors_[i].quantize) by_offset_.push_back(i);
+    std::stable_sort(by_offset_.begin(), by_offset_.end(),
+                     [&](size_t a, size_t b) { return tensors_[a].offset < tensors_[b].offset; });
+    for (size_t i : by_offset_) {
+      QuantRef& q = quant_[i];
+      q.rows = tensors_[i].rows;
+      q.cols = tensors_[i].cols;
+      q.format = fmt;
+      q.granularity = spec_.granularity;
+      q.pow2_scales = spec_.pow2_scales;
+      code_pos_[i] = code_arena_bytes_;
+      code_arena_bytes_ += round_up(q.code_bytes(), kArenaAlign);
+      scale_pos_[i] = scale_arena_count_;
+      scale_arena_count_ += round_up(q.scale_count(), kArenaAlign / sizeof(float));
+    }
+    if (!by_offset_.empty()) {
+      code_arena_ = zeroed(ops_, std::max<size_t>(code_arena_bytes_, 1));
+      if (scale_arena_count_) {
+        // All-zero codes with scale 1: an exact zero tensor until init_quantized.
+        std::vector<float> ones(scale_arena_count_, 1.0f);
+        scale_arena_ = static_cast<float*>(ops_.alloc(ones.size() * sizeof(float)));
+        ops_.copy_from_host(scale_arena_, ones.data(), ones.size() * sizeof(float));
+      }
+    }
+    for (size_t i = 0; i < n_tensors; ++i) {
       const OptimTensor& t = tensors_[i];
       if (!t.grad) throw Error("optimizer: tensor " + t.name + " has no gradient buffer");
       const bool quantized = traits_.quantized && t.quantize;
@@ -39,21 +89,13 @@ WeightOptimizer::WeightOptimizer(Ops& ops, std::vector<OptimTensor> tensors, con
                     " an fp32 value buffer in mode " + to_string(spec_.mode));
       if (quantized) {
         QuantRef& q = quant_[i];
-        q.rows = t.rows;
-        q.cols = t.cols;
-        q.format = fmt;
-        q.granularity = spec_.granularity;
-        q.pow2_scales = spec_.pow2_scales;
-        q.codes = zeroed(ops_, std::max<size_t>(q.code_bytes(), 1));
-        if (q.scale_count()) {
-          // All-zero codes with scale 1: an exact zero tensor until init_quantized.
-          std::vector<float> ones(q.scale_count(), 1.0f);
-          q.scales = static_cast<float*>(ops_.alloc(ones.size() * sizeof(float)));
-          ops_.copy_from_host(q.scales, ones.data(), ones.size() * sizeof(float));
-        }
+        q.codes = static_cast<unsigned char*>(code_arena_) + code_pos_[i];
+        if (q.scale_count()) q.scales = scale_arena_ + scale_pos_[i];
       }
-      m_[i] = zeroed(ops_, numel(i) * state_bytes);
-      if (spec_.kind == OptimizerKind::AdamW) v_[i] = zeroed(ops_, numel(i) * state_bytes);
+      // Moments of the owned rows only.
+      if (own_numel(i) == 0) continue;
+      m_[i] = zeroed(ops_, own_numel(i) * state_bytes);
+      if (spec_.kind == OptimizerKind::AdamW) v_[i] = zeroed(ops_, own_numel(i) * state_bytes);
     }
     own_bad_count_ = static_cast<int64_t*>(zeroed(ops_, sizeof(int64_t)));
   } catch (...) {
@@ -65,11 +107,11 @@ WeightOptimizer::WeightOptimizer(Ops& ops, std::vector<OptimTensor> tensors, con
 WeightOptimizer::~WeightOptimizer() { release(); }
 
 void WeightOptimizer::release() {
-  for (QuantRef& q : quant_) {
-    if (q.codes) ops_.free(q.codes);
-    if (q.scales) ops_.free(q.scales);
-    q = QuantRef{};
-  }
+  for (QuantRef& q : quant_) q = QuantRef{};
+  if (code_arena_) ops_.free(code_arena_);
+  if (scale_arena_) ops_.free(scale_arena_);
+  code_arena_ = nullptr;
+  scale_arena_ = nullptr;
   for (void*& p : m_) {
     if (p) ops_.free(p);
     p = nullptr;
@@ -80,6 +122,72 @@ void WeightOptimizer::release() {
   }
   if (own_bad_count_) ops_.free(own_bad_count_);
   own_bad_count_ = nullptr;
+}
+
+std::pair<size_t, size_t> WeightOptimizer::owned_rows(size_t i, int rank) const {
+  const OptimTensor& t = tensors_[i];
+  if (shard_.world == 1) return {0, t.rows};
+  const size_t lo = std::max(t.offset, bounds_[static_cast<size_t>(rank)]);
+  const size_t hi = std::min(t.offset + numel(i), bounds_[static_cast<size_t>(rank) + 1]);
+  if (lo >= hi || t.cols == 0) return {0, 0};
+  return {(lo - t.offset) / t.cols, (hi - t.offset) / t.cols};
+}
+
+size_t WeightOptimizer::code_position(size_t x) const {
+  for (size_t i : by_offset_) {
+    const OptimTensor& t = tensors_[i];
+    if (x < t.offset) return code_pos_[i];  // x lies before this tensor (in one that is not quantized)
+    if (x < t.offset + numel(i)) return code_pos_[i] + (x - t.offset) / t.cols * t.cols * code_size_bytes(quant_[i].format);
+  }
+  return code_arena_bytes_;
+}
+
+size_t WeightOptimizer::scale_position(size_t x) const {
+  for (size_t i : by_offset_) {
+    const OptimTensor& t = tensors_[i];
+    if (x < t.offset) return scale_pos_[i];
+    if (x < t.offset + numel(i)) {
+      const size_t row = (x - t.offset) / t.cols;  // a cut: on a scale group's first row
+      return scale_pos_[i] + (quant_[i].scale_count() ? quant_[i].scale_layout().index(row, 0) : 0);
+    }
+  }
+  return scale_arena_count_;
+}
+
+std::vector<GatherRegion> WeightOptimizer::gather_regions() const {
+  std::vector<GatherRegion> out;
+  const size_t W = static_cast<size_t>(shard_.world);
+  auto add = [&](void* base, const char* what, auto position) {
+    GatherRegion g;
+    g.base = base;
+    g.what = what;
+    size_t sum = 0;
+    for (size_t r = 0; r < W; ++r) {
+      g.bytes.push_back(position(bounds_[r + 1]) - position(bounds_[r]));
+      sum += g.bytes.back();
+    }
+    if (sum > 0) out.push_back(std::move(g));
+  };
+  if (code_arena_) add(code_arena_, "weight codes", [&](size_t x) { return code_position(x); });
+  if (scale_arena_) add(scale_arena_, "weight scales", [&](size_t x) { return scale_position(x) * sizeof(float); });
+  // Runs of fp32 tensors that are not quantized, consecutive in the flat space and in memory.
+  std::vector<size_t> plain;
+  for (size_t i = 0; i < tensors_.size(); ++i)
+    if (!is_quantized(i) && numel(i) > 0) plain.push_back(i);
+  std::stable_sort(plain.begin(), plain.end(), [&](size_t a, size_t b) { return tensors_[a].offset < tensors_[b].offset; });
+  for (size_t k = 0; k < plain.size();) {
+    const OptimTensor& first = tensors_[plain[k]];
+    size_t end = first.offset + numel(plain[k]), j = k + 1;
+    while (j < plain.size() && tensors_[plain[j]].offset == end &&
+           tensors_[plain[j]].value == first.value + (end - first.offset)) {
+      end += numel(plain[j]);
+      ++j;
+    }
+    const size_t begin = first.offset;
+    add(first.value, "fp32 weights", [&](size_t x) { return (std::min(std::max(x, begin), end) - begin) * sizeof(float); });
+    k = j;
+  }
+  return out;
 }
 
 RandomKey WeightOptimizer::key(size_t i, uint32_t stream, int64_t t) const {
@@ -131,6 +239,7 @@ void WeightOptimizer::step(float lr, int64_t t, float grad_scale, int64_t* bad_c
   if (!bad_count) ops_.fill_zero(own_bad_count_, sizeof(int64_t));
   for (size_t i = 0; i < tensors_.size(); ++i) {
     const OptimTensor& ten = tensors_[i];
+    if (own_[i].first == own_[i].second) continue;  // ZeRO-1: no rows of this tensor here
     const float wd = ten.weight_decay ? spec_.weight_decay : 0.0f;
     OptimStepArgs a;
     a.value = ten.value;
@@ -141,8 +250,9 @@ void WeightOptimizer::step(float lr, int64_t t, float grad_scale, int64_t* bad_c
     a.bad_count = counter;
     a.rows = ten.rows;
     a.cols = ten.cols;
-    a.row_begin = 0;
-    a.row_end = ten.rows;
+    a.row_begin = own_[i].first;
+    a.row_end = own_[i].second;
+    a.state_row_offset = own_[i].first;
     a.kind = spec_.kind;
     a.state_format = spec_.state_format;
     a.rounding = traits_.rounding;
@@ -166,7 +276,7 @@ MemoryReport WeightOptimizer::memory() const {
   for (size_t i = 0; i < tensors_.size(); ++i) {
     const size_t n = numel(i);
     const size_t value_bytes = tensors_[i].value ? n * sizeof(float) : 0;
-    const size_t mb = n * state_bytes, vb = v_[i] ? n * state_bytes : 0;
+    const size_t mb = m_[i] ? own_numel(i) * state_bytes : 0, vb = v_[i] ? own_numel(i) * state_bytes : 0;
     r.num_params += n;
     r.m_bytes += mb;
     r.v_bytes += vb;
@@ -189,7 +299,7 @@ MemoryReport WeightOptimizer::memory() const {
       if (!tensors_[i].quantize) continue;
       const size_t n = numel(i);
       r.quantized_params += n;
-      r.quantized_static_bytes += n * sizeof(float) + n * state_bytes * (v_[i] ? 2 : 1);
+      r.quantized_static_bytes += n * sizeof(float) + own_numel(i) * state_bytes * (spec_.kind == OptimizerKind::AdamW ? 2 : 1);
     }
   }
   return r;
@@ -198,16 +308,28 @@ MemoryReport WeightOptimizer::memory() const {
 std::vector<StatePiece> WeightOptimizer::state_pieces() const {
   std::vector<StatePiece> pieces;
   const size_t state_bytes = MomentBuffer::element_bytes(spec_.state_format);
+  const bool zero = shard_.world > 1;
+  auto whole = [&](const char* blob, void* data, size_t bytes, size_t i, bool sharded) {
+    const size_t rows = tensors_[i].rows;
+    pieces.push_back({blob, data, bytes, tensors_[i].name, i, rows ? bytes / rows : 0, 0, rows, sharded});
+  };
+  // fp32 values: weights are the same everywhere; a master is current only where its rows are owned.
   for (size_t i = 0; i < tensors_.size(); ++i)
-    if (tensors_[i].value) pieces.push_back({"values.f32", tensors_[i].value, numel(i) * sizeof(float), tensors_[i].name});
+    if (tensors_[i].value) whole("values.f32", tensors_[i].value, numel(i) * sizeof(float), i, zero && is_quantized(i));
   for (size_t i = 0; i < tensors_.size(); ++i)
-    if (is_quantized(i)) pieces.push_back({"codes.bin", quant_[i].codes, quant_[i].code_bytes(), tensors_[i].name});
+    if (is_quantized(i)) whole("codes.bin", quant_[i].codes, quant_[i].code_bytes(), i, false);
   for (size_t i = 0; i < tensors_.size(); ++i)
     if (is_quantized(i) && quant_[i].scales)
-      pieces.push_back({"scales.f32", quant_[i].scales, quant_[i].scale_count() * sizeof(float), tensors_[i].name});
-  for (size_t i = 0; i < tensors_.size(); ++i) pieces.push_back({"m.bin", m_[i], numel(i) * state_bytes, tensors_[i].name});
-  for (size_t i = 0; i < tensors_.size(); ++i)
-    if (v_[i]) pieces.push_back({"v.bin", v_[i], numel(i) * state_bytes, tensors_[i].name});
+      whole("scales.f32", quant_[i].scales, quant_[i].scale_count() * sizeof(float), i, false);
+  const bool adam = spec_.kind == OptimizerKind::AdamW;
+  for (const char* blob : {"m.bin", "v.bin"}) {
+    if (std::string(blob) == "v.bin" && !adam) break;
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      void* p = std::string(blob) == "m.bin" ? m_[i] : v_[i];
+      const size_t row_bytes = tensors_[i].cols * state_bytes;
+      pieces.push_back({blob, p, numel(i) * state_bytes, tensors_[i].name, i, row_bytes, own_[i].first, own_[i].second, zero});
+    }
+  }
   return pieces;
 }
 

@@ -9,8 +9,10 @@
 // optimizer never dereferences a backend pointer; checkpoint I/O is the caller's (state_pieces()).
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "dist/zero1.h"
 #include "model/ops.h"
 #include "optim/memory_report.h"
 #include "optim/moment_buffer.h"
@@ -43,20 +45,36 @@ struct OptimTensor {
   // high-precision copy) and non-null otherwise.
   float* value = nullptr;
   const float* grad = nullptr;  // backend memory
+  size_t offset = 0;            // in floats, in the flat parameter space (GPT::tensors()); ZeRO-1 cuts it
 };
 
-// One piece of optimizer state for a checkpoint: `bytes` of backend memory at `data`, which goes
-// into the blob named `blob`; pieces of one blob are consecutive, in tensor order.
+// ZeRO-1: this rank of `world` updates, and keeps moments for, only its own contiguous range of
+// the flat parameter space (zero1_partition over the tensors' offsets; a world of 1 owns all).
+struct OptimizerShard {
+  int rank = 0;
+  int world = 1;
+};
+
+// One piece of optimizer state for a checkpoint: the `bytes` of tensor `index` in the blob named
+// `blob`; pieces of one blob are consecutive, in tensor order. `data` (backend memory) holds rows
+// [held_begin, held_end) of them, row_bytes each (a whole piece: 0 .. rows). Under ZeRO-1 a
+// `sharded` piece is current only in the rows each rank owns (moments, masters): a checkpoint
+// gathers them from their owners; the rest (codes, scales, fp32 weights) is the same on every rank.
 struct StatePiece {
   const char* blob;  // "values.f32", "codes.bin", "scales.f32", "m.bin", "v.bin"
   void* data;
   size_t bytes;
   std::string tensor;
+  size_t index = 0;
+  size_t row_bytes = 0;
+  size_t held_begin = 0, held_end = 0;
+  bool sharded = false;
 };
 
 class WeightOptimizer {
  public:
-  WeightOptimizer(Ops& ops, std::vector<OptimTensor> tensors, const OptimizerSpec& spec);
+  // shard.world > 1 (ZeRO-1): the tensors' offsets must tile the flat parameter space.
+  WeightOptimizer(Ops& ops, std::vector<OptimTensor> tensors, const OptimizerSpec& spec, OptimizerShard shard = {});
   ~WeightOptimizer();
   WeightOptimizer(const WeightOptimizer&) = delete;
   WeightOptimizer& operator=(const WeightOptimizer&) = delete;
@@ -89,14 +107,34 @@ class WeightOptimizer {
   // Every piece of state, in checkpoint order: per blob, per tensor.
   std::vector<StatePiece> state_pieces() const;
 
+  // ---- ZeRO-1 ----
+  const OptimizerShard& shard() const { return shard_; }
+  // world + 1 offsets: rank r owns [b[r], b[r+1]) of the flat parameter space ({0, all} unsharded).
+  const std::vector<size_t>& shard_bounds() const { return bounds_; }
+  // The rows [first, second) of tensor i that `rank` owns (empty: first == second).
+  std::pair<size_t, size_t> owned_rows(size_t i, int rank) const;
+  // What must be all-gathered after a step for every rank to hold the whole model: the codes
+  // arena, the scales arena (both laid out in offset order, so a rank's block is contiguous), and
+  // each run of consecutive fp32 tensors that are not quantized (masters are not gathered: only
+  // their owner reads them). Empty regions are left out.
+  std::vector<GatherRegion> gather_regions() const;
+
   // Test hooks, valid where backend memory is host memory (the CPU backend): views of the stored
   // moments and copies.
-  MomentBuffer m(size_t i) const { return MomentBuffer::view(m_[i], numel(i), spec_.state_format); }
-  MomentBuffer v(size_t i) const { return MomentBuffer::view(v_[i], v_[i] ? numel(i) : 0, spec_.state_format); }
+  // Indexed by tensor element; only the rows this rank owns are there.
+  MomentBuffer m(size_t i) const { return moment_view(m_[i], i); }
+  MomentBuffer v(size_t i) const { return moment_view(v_[i], i); }
   QuantTensor quantized(size_t i) const;
 
  private:
   size_t numel(size_t i) const { return tensors_[i].rows * tensors_[i].cols; }
+  size_t own_numel(size_t i) const { return (own_[i].second - own_[i].first) * tensors_[i].cols; }
+  MomentBuffer moment_view(void* p, size_t i) const {
+    return MomentBuffer::view(p, p ? own_numel(i) : 0, spec_.state_format, own_[i].first * tensors_[i].cols);
+  }
+  // Arena position (codes: bytes, scales: floats) of the flat offset x, a cut of the partition.
+  size_t code_position(size_t x) const;
+  size_t scale_position(size_t x) const;
   void release();
   RandomKey key(size_t i, uint32_t stream, int64_t t) const;
 
@@ -105,7 +143,16 @@ class WeightOptimizer {
   OptimizerSpec spec_;
   WeightModeTraits traits_;
   std::vector<QuantRef> quant_;    // codes == nullptr for tensors that are not quantized
-  std::vector<void*> m_, v_;       // backend buffers (v_ nullptr for SGDM)
+  std::vector<void*> m_, v_;       // backend buffers of the owned rows (nullptr: none, or v of SGDM)
+  OptimizerShard shard_;
+  std::vector<size_t> bounds_;
+  std::vector<std::pair<size_t, size_t>> own_;  // owned rows per tensor
+  // Codes and scales of all quantized tensors, in offset order, each tensor 64-byte aligned.
+  void* code_arena_ = nullptr;
+  float* scale_arena_ = nullptr;
+  size_t code_arena_bytes_ = 0, scale_arena_count_ = 0;
+  std::vector<size_t> by_offset_;              // quantized tensors in offset order
+  std::vector<size_t> code_pos_, scale_pos_;   // per tensor: byte / float position in its arena
   int64_t* own_bad_count_ = nullptr;  // backend int64 for step() without a caller's counter
 };
 

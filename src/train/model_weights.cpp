@@ -30,7 +30,7 @@ OptimizerSpec optimizer_spec_from(const Config& cfg) {
 }
 
 ModelWeights::ModelWeights(const ModelConfig& mcfg, Ops& ops, const OptimizerSpec& spec, bool quantize_activations,
-                           bool fp8_backward)
+                           bool fp8_backward, OptimizerShard shard)
     : mcfg_(mcfg), ops_(ops) {
   const WeightModeTraits tr = traits_of(spec.mode);
   external_ = tr.quantized && !tr.master;
@@ -47,9 +47,10 @@ ModelWeights::ModelWeights(const ModelConfig& mcfg, Ops& ops, const OptimizerSpe
     t.weight_decay = p.weight_decay;
     t.value = external_ && t.quantize ? nullptr : model_->params() + p.offset;
     t.grad = model_->grads() + p.offset;
+    t.offset = p.offset;
     tensors.push_back(std::move(t));
   }
-  optim_ = std::make_unique<WeightOptimizer>(ops_, std::move(tensors), spec);
+  optim_ = std::make_unique<WeightOptimizer>(ops_, std::move(tensors), spec, shard);
   if (tr.quantized) {
     model_->set_linear_weight_source(this);
     GPT::LinearQuantization lq;
@@ -132,6 +133,12 @@ void ModelWeights::save(CheckpointWriter& w) const {
   save_optimizer_state(*optim_, ops_, w);
   const std::vector<float>& bias = model_->expert_bias();
   if (!bias.empty()) w.add_blob("expert_bias.f32", bias.data(), bias.size() * sizeof(float));
+}
+
+void ModelWeights::save(CheckpointWriter* w, Communicator& comm) const {
+  save_optimizer_state(*optim_, ops_, w, comm);
+  const std::vector<float>& bias = model_->expert_bias();
+  if (!bias.empty() && w && comm.rank() == 0) w->add_blob("expert_bias.f32", bias.data(), bias.size() * sizeof(float));
 }
 
 void ModelWeights::load(const LoadedCheckpoint& ckpt) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/config.h"
+#include "dist/communicator.h"
 #include "model/gpt.h"
 #include "optim/weight_optimizer.h"
 
@@ -18,8 +19,9 @@ OptimizerSpec optimizer_spec_from(const Config& cfg);
 
 class ModelWeights : private LinearWeightSource {
  public:
+  // shard: ZeRO-1's rank and world (the optimizer updates and keeps moments for its rows only).
   ModelWeights(const ModelConfig& mcfg, Ops& ops, const OptimizerSpec& spec, bool quantize_activations,
-               bool fp8_backward);
+               bool fp8_backward, OptimizerShard shard = {});
 
   GPT& model() { return *model_; }
   WeightOptimizer& optimizer() { return *optim_; }
@@ -38,6 +40,8 @@ class ModelWeights : private LinearWeightSource {
   // of the whole state. The blob layout is the same for every backend, so a CPU checkpoint
   // resumes on the GPU and back. load: CheckpointError on any size or value mismatch.
   void save(CheckpointWriter& w) const;
+  // ZeRO-1: every rank calls it, rank 0 with its writer (nullptr elsewhere); see optimizer_checkpoint.h.
+  void save(CheckpointWriter* w, Communicator& comm) const;
   void load(const LoadedCheckpoint& ckpt);
 
  private:

@@ -1,7 +1,9 @@
 // Optimizer state <-> checkpoint blobs, streamed piece by piece through one host buffer.
 #include "train/optimizer_checkpoint.h"
 
+#include <algorithm>
 #include <cmath>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,6 +14,7 @@ namespace eco {
 
 namespace {
 constexpr size_t kStreamBytes = size_t{16} << 20;  // host staging buffer of checkpoint I/O
+constexpr const char* kBlobs[] = {"values.f32", "codes.bin", "scales.f32", "m.bin", "v.bin"};
 
 // A scale read back from a checkpoint must be usable: finite and positive.
 void check_scales(const float* s, size_t n, const LoadedCheckpoint& ckpt, const std::string& tensor) {
@@ -20,36 +23,101 @@ void check_scales(const float* s, size_t n, const LoadedCheckpoint& ckpt, const 
       throw CheckpointError(ckpt.dir.string() + ": scale " + std::to_string(i) + " of " + tensor + " is " +
                             std::to_string(s[i]) + "; scales must be finite and positive (corrupt checkpoint?)");
 }
+
+// The bytes [first, second) of the piece (as the blob lays it out) that `data` holds.
+std::pair<size_t, size_t> held_bytes(const WeightOptimizer& opt, const StatePiece& p) {
+  if (p.held_begin == 0 && p.held_end == opt.tensors()[p.index].rows) return {0, p.bytes};
+  return {p.held_begin * p.row_bytes, p.held_end * p.row_bytes};
+}
+
+// Rank 0's writer, which stops writing at its first failure and keeps it for later.
+struct GuardedWriter {
+  CheckpointWriter* w;
+  std::exception_ptr failed;
+  template <class Fn>
+  void operator()(Fn&& fn) {
+    if (!w || failed) return;
+    try {
+      fn(*w);
+    } catch (...) {
+      failed = std::current_exception();
+    }
+  }
+};
+
+void save_pieces(const WeightOptimizer& opt, Ops& ops, CheckpointWriter* w, Communicator* comm) {
+  GuardedWriter out{w, nullptr};
+  const int rank = comm ? comm->rank() : 0, world = comm ? comm->world() : 1;
+  std::vector<uint8_t> buf, recv;
+  const std::vector<StatePiece> pieces = opt.state_pieces();
+  for (const char* blob : kBlobs) {
+    out([&](CheckpointWriter& cw) { cw.begin_blob(blob); });
+    for (const StatePiece& p : pieces) {
+      if (std::string(p.blob) != blob) continue;
+      if (!p.sharded || world == 1) {
+        if (rank != 0) continue;  // the same on every rank: rank 0 writes its own
+        for (size_t done = 0; done < p.bytes;) {
+          const size_t n = std::min(kStreamBytes, p.bytes - done);
+          buf.resize(n);
+          ops.copy_to_host(buf.data(), static_cast<const uint8_t*>(p.data) + done, n);
+          out([&](CheckpointWriter& cw) { cw.append(buf.data(), n); });
+          done += n;
+        }
+        continue;
+      }
+      // Sharded: a window of rows at a time, each rank sends rank 0 the rows of it that it owns
+      // (ranks own contiguous rows in rank order, so the blocks arrive in row order).
+      const size_t rows = opt.tensors()[p.index].rows, rb = p.row_bytes;
+      const size_t window = std::max<size_t>(1, kStreamBytes / std::max<size_t>(rb, 1));
+      for (size_t w0 = 0; w0 < rows; w0 += window) {
+        const size_t w1 = std::min(rows, w0 + window);
+        std::vector<size_t> send_bytes(static_cast<size_t>(world), 0), recv_bytes(static_cast<size_t>(world), 0);
+        size_t total = 0;
+        for (int q = 0; q < world; ++q) {
+          const auto [a, b] = opt.owned_rows(p.index, q);
+          const size_t lo = std::max(a, w0), hi = std::min(b, w1);
+          const size_t bytes = hi > lo ? (hi - lo) * rb : 0;
+          if (rank == 0) recv_bytes[q] = bytes;
+          if (q == rank) {
+            send_bytes[0] = bytes;
+            buf.resize(std::max<size_t>(bytes, 1));
+            if (bytes) ops.copy_to_host(buf.data(), static_cast<const uint8_t*>(p.data) + (lo - p.held_begin) * rb, bytes);
+          }
+          total += bytes;
+        }
+        if (rank == 0) recv.resize(std::max<size_t>(total, 1));
+        comm->all_to_all_v(buf.data(), send_bytes, recv.data(), recv_bytes);
+        if (rank == 0) out([&](CheckpointWriter& cw) { cw.append(recv.data(), total); });
+      }
+    }
+    out([&](CheckpointWriter& cw) { cw.end_blob(); });
+  }
+  if (out.failed) std::rethrow_exception(out.failed);
+}
+
 }  // namespace
 
 void save_optimizer_state(const WeightOptimizer& opt, Ops& ops, CheckpointWriter& w) {
-  std::vector<uint8_t> buf;
-  const char* open_blob = nullptr;
-  const std::vector<StatePiece> pieces = opt.state_pieces();
-  for (const char* blob : {"values.f32", "codes.bin", "scales.f32", "m.bin", "v.bin"}) {
-    w.begin_blob(blob);
-    open_blob = blob;
-    for (const StatePiece& p : pieces) {
-      if (std::string(p.blob) != open_blob) continue;
-      for (size_t done = 0; done < p.bytes;) {
-        const size_t n = std::min(kStreamBytes, p.bytes - done);
-        buf.resize(n);
-        ops.copy_to_host(buf.data(), static_cast<const uint8_t*>(p.data) + done, n);
-        w.append(buf.data(), n);
-        done += n;
-      }
-    }
-    w.end_blob();
-  }
+  if (opt.shard().world != 1)
+    throw Error("save_optimizer_state: a ZeRO-1 optimizer is saved with its communicator");
+  save_pieces(opt, ops, &w, nullptr);
+}
+
+void save_optimizer_state(const WeightOptimizer& opt, Ops& ops, CheckpointWriter* w, Communicator& comm) {
+  if (opt.shard().world != comm.world())
+    throw Error("save_optimizer_state: the optimizer is sharded over " + std::to_string(opt.shard().world) +
+                " ranks, the communicator has " + std::to_string(comm.world()));
+  save_pieces(opt, ops, comm.rank() == 0 ? w : nullptr, &comm);
 }
 
 void load_optimizer_state(WeightOptimizer& opt, Ops& ops, const LoadedCheckpoint& ckpt) {
   std::vector<uint8_t> buf;
   const std::vector<StatePiece> pieces = opt.state_pieces();
-  for (const char* blob : {"values.f32", "codes.bin", "scales.f32", "m.bin", "v.bin"}) {
+  for (const char* blob : kBlobs) {
     std::unique_ptr<LoadedCheckpoint::BlobReader> in = ckpt.open_blob(blob);
     for (const StatePiece& p : pieces) {
       if (std::string(p.blob) != blob) continue;
+      const auto [keep_lo, keep_hi] = held_bytes(opt, p);
       for (size_t done = 0; done < p.bytes;) {
         // Whole floats per chunk, so scales can be checked as they pass.
         const size_t n = std::min(kStreamBytes, p.bytes - done);
@@ -57,7 +125,9 @@ void load_optimizer_state(WeightOptimizer& opt, Ops& ops, const LoadedCheckpoint
         in->read(buf.data(), n);
         if (std::string(blob) == "scales.f32")
           check_scales(reinterpret_cast<const float*>(buf.data()), n / sizeof(float), ckpt, p.tensor);
-        ops.copy_from_host(static_cast<uint8_t*>(p.data) + done, buf.data(), n);
+        // Only the bytes this rank holds (under ZeRO-1 its own rows of the moments).
+        const size_t lo = std::max(done, keep_lo), hi = std::min(done + n, keep_hi);
+        if (hi > lo) ops.copy_from_host(static_cast<uint8_t*>(p.data) + (lo - keep_lo), buf.data() + (lo - done), hi - lo);
         done += n;
       }
     }

@@ -2,15 +2,25 @@
 // Checkpoint I/O of the optimizer's state (DESIGN.md §8). Every piece (fp32 values and masters,
 // codes, scales, moments) is streamed between backend memory and the checkpoint's blobs
 // values.f32, codes.bin, scales.f32, m.bin, v.bin through one small host buffer, never a host copy
-// of the whole state. The blobs are the same for every backend, so a CPU checkpoint resumes on
-// the GPU and back.
+// of the whole state. The blobs are the same for every backend and every world size, with or
+// without ZeRO-1, so a CPU checkpoint resumes on the GPU and back, and a ZeRO-1 checkpoint of 2
+// ranks resumes on 1 or 4, sharded or not.
+#include "dist/communicator.h"
 #include "model/ops.h"
 #include "optim/weight_optimizer.h"
 #include "train/checkpoint_store.h"
 
 namespace eco {
 
+// One process holding the whole state (no ZeRO-1 shard): writes every piece.
 void save_optimizer_state(const WeightOptimizer& opt, Ops& ops, CheckpointWriter& w);
+// ZeRO-1 (opt.shard().world == comm.world()): every rank calls it; rank 0 passes its writer (or
+// nullptr when it could not create one), the others nullptr. The pieces only their owners hold
+// (moments, masters) are gathered to rank 0 a window of rows at a time (at most 16 MiB per
+// collective), the rest is written from rank 0's own copy. A write failure on rank 0 does not stop
+// the gathering, so no rank waits on a peer that left; it is rethrown once every piece has passed.
+void save_optimizer_state(const WeightOptimizer& opt, Ops& ops, CheckpointWriter* w, Communicator& comm);
+// Every rank reads the whole checkpoint and keeps what it holds (its own rows of the moments).
 // CheckpointError when a blob is larger or smaller than this model and mode need, a checksum does
 // not match, or a scale is not finite and positive.
 void load_optimizer_state(WeightOptimizer& opt, Ops& ops, const LoadedCheckpoint& ckpt);

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <exception>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include "data/tokenizer.h"
 #include "dist/data_parallel.h"
 #include "dist/rank_agreement.h"
+#include "dist/zero1.h"
 #include "model/gpt.h"
 #include "model/llmc_io.h"
 #include "optim/grad_norm.h"
@@ -148,6 +150,10 @@ class TrainingRun {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<MetricsWriter> metrics_;  // rank 0 only
   std::unique_ptr<GradientAllReduce> grad_sync_;
+  std::unique_ptr<Zero1> zero_;            // dist.zero=1 on more than one rank: replaces grad_sync_
+  std::vector<GatherRegion> zero_regions_;  // what zero_ all-gathers after each update
+  uint64_t gather_bytes_sent_ = 0;         // by this rank, in ZeRO-1's weight all-gathers
+  int64_t updates_this_run_ = 0;
   std::vector<int32_t> inputs_, targets_;
   int64_t bad_steps_ = 0;       // consecutive skipped (non-finite) steps
   std::vector<MoeLayerStats> moe_stats_;  // of the last step (empty for a dense model)
@@ -174,10 +180,8 @@ void TrainingRun::setup() {
   if (T_ > mcfg_.max_seq_len)
     throw ConfigError("train.seq_len: " + std::to_string(T_) + " exceeds model.max_seq_len (" +
                       std::to_string(mcfg_.max_seq_len) + ")");
-  // What the dist section asks for beyond data parallelism is not built yet: refuse it rather than
-  // train differently from what the config says.
-  if (cfg_.get_int("dist.zero") != 0)
-    throw ConfigError("dist.zero: ZeRO-1 is not implemented yet; use dist.zero=0 (data parallel, docs/distributed.md)");
+  // Expert parallelism is not built yet: refuse it rather than train differently from what the
+  // config says.
   if (cfg_.get_int("dist.ep") != 1)
     throw ConfigError("dist.ep: expert parallelism is not implemented yet; use dist.ep=1");
   check_memory();
@@ -188,10 +192,20 @@ void TrainingRun::setup() {
   val_loader_ = std::make_unique<DataLoader>(cfg_.get_string("data.val"), B_, T_, comm_.rank(), world_, seed_,
                                              /*shuffle=*/false, mcfg_.vocab_size);
 
+  // ZeRO-1 (docs/distributed.md): each rank updates, and keeps moments for, its range of the
+  // parameters; with one rank it is plain training.
+  const bool zero = cfg_.get_int("dist.zero") == 1 && world_ > 1;
   weights_ = std::make_unique<ModelWeights>(mcfg_, *ops_, optimizer_spec_from(cfg_),
-                                            cfg_.get_bool("optim.quantize_activations"), cfg_.get_bool("optim.fp8_backward"));
+                                            cfg_.get_bool("optim.quantize_activations"), cfg_.get_bool("optim.fp8_backward"),
+                                            zero ? OptimizerShard{comm_.rank(), world_} : OptimizerShard{});
   model_ = &weights_->model();
-  grad_sync_ = std::make_unique<GradientAllReduce>(comm_, *ops_, /*host_buffers=*/backend.device == "cpu");
+  if (zero) {
+    zero_ = std::make_unique<Zero1>(comm_, *ops_, /*host_buffers=*/backend.device == "cpu",
+                                    weights_->optimizer().shard_bounds());
+    zero_regions_ = weights_->optimizer().gather_regions();
+  } else {
+    grad_sync_ = std::make_unique<GradientAllReduce>(comm_, *ops_, /*host_buffers=*/backend.device == "cpu");
+  }
   const std::string init_from = cfg_.get_string("model.init_from");
   if (!init_from.empty()) {
     weights_->import_llmc(init_from);
@@ -226,10 +240,19 @@ void TrainingRun::print_plan() const {
                schedule_.peak_lr,
                cfg_.get_string("optim.schedule"), schedule_.warmup_steps, ops_->describe(),
                train_loader_->num_windows(), val_loader_->num_windows());
-  if (world_ > 1)
+  if (world_ > 1 && !zero_)
     spdlog::info("data parallel over {} ranks ({}): each step sums {} gradient floats ({}) over the ranks in rank order",
                  world_, comm_.describe(), model_->num_params(),
                  format_bytes(4.0 * static_cast<double>(model_->num_params())));
+  if (zero_) {
+    size_t gathered = 0;
+    for (const GatherRegion& g : zero_regions_) gathered += g.bytes[static_cast<size_t>(comm_.rank())];
+    spdlog::info("ZeRO-1 over {} ranks ({}): rank 0 owns {} of {} parameters and all-gathers {} bytes of weights in "
+                 "{} collective(s) per step; optimizer state per rank: m {}, v {}",
+                 world_, comm_.describe(), zero_->own_count(), model_->num_params(), gathered, zero_regions_.size(),
+                 format_bytes(static_cast<double>(weights_->memory(B_, T_).m_bytes)),
+                 format_bytes(static_cast<double>(weights_->memory(B_, T_).v_bytes)));
+  }
 }
 
 void TrainingRun::check_memory() const {
@@ -371,7 +394,14 @@ StepScalars TrainingRun::read_scalars() const {
 
 // A checkpoint must never hold weights an update made non-finite.
 void TrainingRun::check_updates_finite() const {
-  if (scalars_) throw_if_bad_update(read_scalars());
+  if (!scalars_) return;
+  StepScalars s = read_scalars();
+  if (zero_) {  // each rank counted its own rows: every rank must see the sum, and stop together
+    double bad = static_cast<double>(s.bad_weights);
+    comm_.all_reduce_sum(&bad, 1);
+    s.bad_weights = static_cast<int64_t>(bad);
+  }
+  throw_if_bad_update(s);
 }
 
 void TrainingRun::throw_if_bad_update(const StepScalars& s) const {
@@ -383,16 +413,34 @@ void TrainingRun::throw_if_bad_update(const StepScalars& s) const {
 // All ranks hold the same state under data parallelism, so rank 0's checkpoint is the whole of it;
 // the others wait for it (and fail with it), so a later failure never leaves a rank ahead of the
 // newest checkpoint.
+// Under ZeRO-1 every rank takes part (the moments of a row live on its owner only) and rank 0
+// writes; write_checkpoint finishes every collective even when rank 0's writing fails.
 void TrainingRun::save_checkpoint(int64_t step) {
   check_updates_finite();
   run_collectively(comm_, "writing checkpoint " + std::to_string(step), [&] {
-    if (root_) write_checkpoint(step);
+    if (root_ || zero_) write_checkpoint(step);
   });
 }
 
 void TrainingRun::write_checkpoint(int64_t step) {
-  CheckpointWriter w(out_dir_, step);
-  weights_->save(w);
+  std::unique_ptr<CheckpointWriter> writer;
+  if (zero_) {
+    std::exception_ptr failed;
+    if (root_) {
+      try {
+        writer = std::make_unique<CheckpointWriter>(out_dir_, step);
+      } catch (...) {
+        failed = std::current_exception();
+      }
+    }
+    weights_->save(writer.get(), comm_);
+    if (failed) std::rethrow_exception(failed);
+    if (!root_) return;
+  } else {
+    writer = std::make_unique<CheckpointWriter>(out_dir_, step);
+    weights_->save(*writer);
+  }
+  CheckpointWriter& w = *writer;
   const double elapsed = prior_elapsed_s_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start_).count();
   w.set_meta({{"format", kCheckpointFormat},
               {"step", step},
@@ -522,12 +570,27 @@ int TrainingRun::execute() {
     }
     inject_test_fault(step);
     const uint64_t sent_before = comm_.bytes_sent();
-    grad_sync_->all_reduce(model_->grads(), n);
-    grad_bytes_sent_ += comm_.bytes_sent() - sent_before;
-    // After the sum: the norm (and so the clip and a non-finite gradient anywhere) is every rank's.
-    ops_->accumulate_sum_squares(&scalars_->grad_norm_sq, model_->grads(), n);
-    StepScalars s = read_scalars();  // the step's one host read
-    comm_.all_reduce_sum(&s.loss_sum, 1);  // a non-finite loss on any rank is non-finite on all
+    StepScalars s;
+    if (zero_) {
+      // ZeRO-1: each rank sums (and squares) only its own range; the sums over ranks make the norm,
+      // the clip, a non-finite value anywhere and the weights an update broke every rank's.
+      zero_->reduce_scatter(model_->grads());
+      grad_bytes_sent_ += comm_.bytes_sent() - sent_before;
+      ops_->accumulate_sum_squares(&scalars_->grad_norm_sq, model_->grads() + zero_->own_begin(), zero_->own_count());
+      s = read_scalars();  // the step's one host read
+      double sums[3] = {s.loss_sum, s.grad_norm_sq, static_cast<double>(s.bad_weights)};
+      comm_.all_reduce_sum(sums, 3);
+      s.loss_sum = sums[0];
+      s.grad_norm_sq = sums[1];
+      s.bad_weights = static_cast<int64_t>(sums[2]);
+    } else {
+      grad_sync_->all_reduce(model_->grads(), n);
+      grad_bytes_sent_ += comm_.bytes_sent() - sent_before;
+      // After the sum: the norm (and so the clip and a non-finite gradient anywhere) is every rank's.
+      ops_->accumulate_sum_squares(&scalars_->grad_norm_sq, model_->grads(), n);
+      s = read_scalars();  // the step's one host read
+      comm_.all_reduce_sum(&s.loss_sum, 1);  // a non-finite loss on any rank is non-finite on all
+    }
     MoeTotals moe_totals;
     moe_stats_ = moe_step_totals(&moe_totals);
     throw_if_bad_update(s);
@@ -547,6 +610,12 @@ int TrainingRun::execute() {
     } else {
       bad_steps_ = 0;
       weights_->step(static_cast<float>(lr), ++updates_, clip_factor(norm, clip), &scalars_->bad_weights);
+      if (zero_) {  // every rank's updated rows to every rank: the next forward needs the whole model
+        const uint64_t before = comm_.bytes_sent();
+        zero_->all_gather(zero_regions_);
+        gather_bytes_sent_ += comm_.bytes_sent() - before;
+        ++updates_this_run_;
+      }
       model_->update_expert_bias(moe_totals, model_->config().moe.bias_update_rate);
     }
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -577,7 +646,24 @@ int TrainingRun::execute() {
   }
   spdlog::info("done: {} steps, {:.0f} tok/s on average this run", steps_,
                static_cast<double>(global_batch_tokens()) * steps_this_run_ / std::max(train_seconds_, 1e-9));
-  if (world_ > 1 && steps_this_run_ > 0)
+  if (zero_ && steps_this_run_ > 0 && updates_this_run_ > 0) {
+    // Rank 0's own figures, then the sums over the ranks (a rank's all-gather block is its share of
+    // the stored bytes, which differ per parameter: 1 per FP8 code, 4 per fp32 weight).
+    spdlog::info("ZeRO-1: rank 0 sent {} bytes per step: reduce-scatter {} (4 x (P - {} owned), P = {}), all-gather {} "
+                 "((W-1) x its block), {} bytes in all",
+                 (grad_bytes_sent_ + gather_bytes_sent_) / static_cast<uint64_t>(steps_this_run_),
+                 grad_bytes_sent_ / static_cast<uint64_t>(steps_this_run_), zero_->own_count(), n,
+                 gather_bytes_sent_ / static_cast<uint64_t>(updates_this_run_), comm_.bytes_sent());
+    double sums[2] = {static_cast<double>(grad_bytes_sent_), static_cast<double>(gather_bytes_sent_)};
+    comm_.all_reduce_sum(sums, 2);
+    size_t stored = 0;
+    for (const GatherRegion& g : zero_regions_)
+      for (size_t b : g.bytes) stored += b;
+    spdlog::info("ZeRO-1: the {} ranks together sent {:.0f} bytes per step in reduce-scatters (4 x (W-1) x P) and {:.0f} "
+                 "in all-gathers ((W-1) x {} stored bytes)",
+                 world_, sums[0] / static_cast<double>(steps_this_run_), sums[1] / static_cast<double>(updates_this_run_),
+                 stored);
+  } else if (world_ > 1 && steps_this_run_ > 0)
     spdlog::info("data parallel: rank 0 sent {} gradient bytes per step (2(W-1)/W x 4 x {} params), {} bytes in all",
                  grad_bytes_sent_ / static_cast<uint64_t>(steps_this_run_), n, comm_.bytes_sent());
   return 0;

@@ -2,7 +2,13 @@
 // Helpers of the GPU-vs-CPU tests: skip (ctest exit 4) without a GPU, and move host vectors in and
 // out of a backend's buffers so a test can run one op on CpuOps and on CudaOps with the same
 // inputs and compare the outputs.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -12,6 +18,36 @@
 #include "model/ops.h"
 
 namespace eco_cuda_test {
+
+inline constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+inline constexpr float kInf = std::numeric_limits<float>::infinity();
+
+inline uint32_t bits_of(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return bits;
+}
+
+inline std::string show(float x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.9g (0x%08x)", static_cast<double>(x), bits_of(x));
+  return buf;
+}
+
+// Same bits, or both NaN (a NaN's sign and payload are not part of any contract).
+inline bool same_value(float a, float b) { return (std::isnan(a) && std::isnan(b)) || bits_of(a) == bits_of(b); }
+
+// Every element of the GPU output equals the CPU twin's (same_value); names the first that does not.
+inline void require_same(const std::vector<float>& cpu, const std::vector<float>& gpu, const std::string& what) {
+  REQUIRE(cpu.size() == gpu.size());
+  size_t bad = 0, first = 0;
+  for (size_t i = 0; i < cpu.size(); ++i)
+    if (!same_value(cpu[i], gpu[i]) && bad++ == 0) first = i;
+  INFO(what << ": " << bad << " of " << cpu.size() << " differ"
+            << (bad ? "; first at " + std::to_string(first) + ": cpu " + show(cpu[first]) + ", gpu " + show(gpu[first])
+                    : std::string()));
+  REQUIRE(bad == 0);
+}
 
 inline void require_gpu() {
   std::string why;

@@ -39,34 +39,6 @@ using eco::cuda::CudaOps;
 
 namespace {
 
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-constexpr float kInf = std::numeric_limits<float>::infinity();
-
-uint32_t bits_of(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  return bits;
-}
-
-std::string show(float x) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.9g (0x%08x)", static_cast<double>(x), bits_of(x));
-  return buf;
-}
-
-// Same bits, or both NaN (a NaN's sign and payload are not part of any contract).
-bool same_value(float a, float b) { return (std::isnan(a) && std::isnan(b)) || bits_of(a) == bits_of(b); }
-
-void require_same(const std::vector<float>& cpu, const std::vector<float>& gpu, const std::string& what) {
-  REQUIRE(cpu.size() == gpu.size());
-  size_t bad = 0, first = 0;
-  for (size_t i = 0; i < cpu.size(); ++i)
-    if (!same_value(cpu[i], gpu[i]) && bad++ == 0) first = i;
-  INFO(what << ": " << bad << " of " << cpu.size() << " differ"
-            << (bad ? "; first at " + std::to_string(first) + ": cpu " + show(cpu[first]) + ", gpu " + show(gpu[first])
-                    : std::string()));
-  REQUIRE(bad == 0);
-}
 
 // Two GPU runs of the same op: identical bits, NaN payloads included.
 template <class T>

@@ -91,17 +91,18 @@ TEST_CASE("plan: bytes per parameter of each mode, by hand", "[plan]") {
   CHECK(s.v_bytes == 0);
 }
 
-TEST_CASE("plan: ZeRO-1 divides m, v and masters by the world; communication by the ring formulas", "[plan]") {
+TEST_CASE("plan: ZeRO-1 divides m and v by the world; communication by the ring formulas", "[plan]") {
   const Config cfg = load_config_for_plan("", small_dense());
   const RankLayout dp4{4, 1, false}, zero4{4, 1, true};
   for (const char* mode : {"fp32", "master", "eco"}) {
     INFO(mode);
     const MemoryPlan full = plan_for(cfg, mode, dp4), sharded = plan_for(cfg, mode, zero4);
     CHECK(full.m_bytes == 4 * kParams);  // plain data parallel: everything on every rank
-    // Every row count and every fp32 tensor size here divides by 4: the shards are exact quarters.
-    CHECK(sharded.m_bytes == kParams);
-    CHECK(sharded.v_bytes == kParams);
-    CHECK(sharded.master_bytes == full.master_bytes / 4);
+    // The trainer's cut of the flat space (dist/zero1.h): a quarter, up to the row it must not split.
+    CHECK(sharded.m_bytes >= kParams);
+    CHECK(sharded.m_bytes <= kParams + 4 * 256);
+    CHECK(sharded.v_bytes == sharded.m_bytes);
+    CHECK(sharded.master_bytes == full.master_bytes);  // masters stay whole (only their updates shard)
     CHECK(sharded.weight_bytes == full.weight_bytes);  // weights, codes and grads stay whole
     CHECK(sharded.code_bytes == full.code_bytes);
     CHECK(sharded.grad_bytes == full.grad_bytes);

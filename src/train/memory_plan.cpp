@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "dist/zero1.h"
 #include "cpu/cpu_ops.h"
 #include "cpu/guarded_ops.h"
 #include "optim/moment_buffer.h"
@@ -81,6 +82,7 @@ MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const
   // The experts' sums are divided by ep at the end: every MoE layer has `experts` tensors of each
   // expert shape and ep divides experts, so each rank's share is exact.
   MemoryPlan dense, experts;
+  std::vector<ShardTensor> shards;
   size_t max_linear = 0, max_panel = 0, max_in = 0;
   for (const ParamTensor& t : GPT::parameter_tensors(mcfg, options)) {
     const bool expert = t.kind == ParamKind::Expert;
@@ -105,7 +107,8 @@ MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const
                           : spec.granularity == ScaleGranularity::Block128 ? kScaleBlock
                                                                            : rows;
       if (layout.zero) state_elems = largest_shard_rows(rows, unit, dp) * cols;
-      if (tr.master) p.master_bytes += state_elems * sizeof(float);
+      // ZeRO-1 shards the masters' updates, not their storage: they live in the model's params().
+      if (tr.master) p.master_bytes += n * sizeof(float);
       max_linear = std::max(max_linear, n);
       max_in = std::max(max_in, cols);
       max_panel = std::max(max_panel, cpu_master_free_panel_rows(spec.granularity, rows, cols) * cols);
@@ -115,10 +118,19 @@ MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const
     }
     p.m_bytes += state_elems * state_size;
     if (adam) p.v_bytes += state_elems * state_size;
+    shards.push_back({t.offset, rows, cols, shard_align_rows(quantized, spec.granularity, rows)});
   }
   MemoryPlan plan;
   add_into(plan, dense, 1);
   add_into(plan, experts, static_cast<size_t>(layout.ep));
+  if (layout.zero && layout.ep == 1) {
+    // The trainer's own cut (src/dist/zero1.h): the largest rank's range of the flat space.
+    const std::vector<size_t> cut = zero1_partition(shards, layout.world);
+    size_t largest = 0;
+    for (int r = 0; r < layout.world; ++r) largest = std::max(largest, cut[r + 1] - cut[r]);
+    plan.m_bytes = largest * state_size;
+    plan.v_bytes = adam ? largest * state_size : 0;
+  }
   plan.activation_bytes = GPT::activation_layout_bytes(mcfg, tr.quantized ? quant : GPT::LinearQuantization{},
                                                        backend.attention_saved_floats, B, T);
   // Quantized modes feed the forward through a dequantized-weight scratch of the largest one.

@@ -214,15 +214,16 @@ std::string plan_report(const Config& cfg, int world) {
   out += "\n" + comm.text();
 
   out += "\nassumptions:\n";
-  if (layout.zero || layout.ep > 1)
-    out += "- dist.zero 1 and dist.ep > 1 are planned, not implemented yet (the trainer refuses them): the "
-           "layout below is DESIGN.md's section 6\n";
+  if (layout.ep > 1)
+    out += "- dist.ep > 1 is planned, not implemented yet (the trainer refuses it): the layout below is DESIGN.md's "
+           "section 6\n";
   out += "- activations: the " + device + " backend's buffer for one micro-batch" +
          (device == "cuda" ? " (attention keeps B*heads*T log-sum-exp floats)" : " (attention keeps B*heads*T*T probabilities)") +
          ", balanced routing (each rank's experts see batch*top_k rows)" +
          (layout.ep > 1 ? ", plus send and receive buffers of the all-to-all" : "") + "\n";
-  out += "- dist.zero 1 shards m, v and the fp32 masters over a tensor's data-parallel ranks (row-aligned, "
-         "largest shard shown); weights, codes, scales and the gradient buffer stay whole on every rank\n";
+  out += "- dist.zero 1 shards m and v as the trainer does (one row-aligned range of the flat parameter space per "
+         "rank, the largest shown; per tensor under expert parallelism); masters, weights, codes, scales and the "
+         "gradient buffer stay whole on every rank\n";
   out += "- fits: total <= what the GPU shows (80 GB: 81559 MiB, 141 GB: 143771 MiB) minus " +
          format_bytes(static_cast<double>(kGpuReserveBytes)) +
          " for the CUDA context, cuBLASLt and NCCL buffers and transient GEMM scratch\n";

@@ -36,7 +36,8 @@ int launcher_world_size(const std::function<const char*(const char*)>& getenv) {
   return 1;
 }
 
-static double dist_timeout_s() {
+// Declared in dist/nccl_communicator.h, which reads it too.
+double dist_timeout_s() {
   const char* v = std::getenv("ECO_DIST_TIMEOUT_S");
   if (v == nullptr || *v == '\0') return 600.0;
   char* end = nullptr;

@@ -18,6 +18,10 @@
 #include "data/loader.h"
 #include "data/tokenizer.h"
 #include "dist/data_parallel.h"
+#include "dist/nccl_communicator.h"
+#ifdef ECO_WITH_CUDA
+#include "cuda/cuda_ops.h"
+#endif
 #include "dist/rank_agreement.h"
 #include "dist/zero1.h"
 #include "model/gpt.h"
@@ -149,6 +153,10 @@ class TrainingRun {
   std::unique_ptr<DataLoader> train_loader_, val_loader_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<MetricsWriter> metrics_;  // rank 0 only
+  // NCCL over the device buffers when train.device=cuda runs on several ranks (nullptr: gradients
+  // are staged through host memory over comm_). Declared first: destroyed after its users.
+  std::unique_ptr<Communicator> device_comm_;
+  Communicator* grad_comm_ = nullptr;  // what moves gradients and weights: device_comm_ or comm_
   std::unique_ptr<GradientAllReduce> grad_sync_;
   std::unique_ptr<Zero1> zero_;            // dist.zero=1 on more than one rank: replaces grad_sync_
   std::vector<GatherRegion> zero_regions_;  // what zero_ all-gathers after each update
@@ -174,6 +182,7 @@ void TrainingRun::setup() {
   BackendChoice backend;
   backend.device = cfg_.get_string("train.device");
   backend.threads = cfg_.get_int32("train.threads");
+  if (backend.device == "cuda") backend.cuda_device = local_gpu(comm_);  // collective
   ops_ = make_backend(backend);
 
   mcfg_ = model_config_from(cfg_);
@@ -199,12 +208,21 @@ void TrainingRun::setup() {
                                             cfg_.get_bool("optim.quantize_activations"), cfg_.get_bool("optim.fp8_backward"),
                                             zero ? OptimizerShard{comm_.rank(), world_} : OptimizerShard{});
   model_ = &weights_->model();
+  if (backend.device == "cuda") {
+    CUstream_st* compute = nullptr;
+#ifdef ECO_WITH_CUDA
+    compute = static_cast<cuda::CudaOps&>(*ops_).stream();
+#endif
+    device_comm_ = make_device_communicator(comm_, backend.cuda_device, compute);  // collective
+  }
+  grad_comm_ = device_comm_ ? device_comm_.get() : &comm_;
+  // The communicator reads the backend's buffers in place (host memory, or NCCL on the device).
+  const bool in_place = backend.device == "cpu" || device_comm_ != nullptr;
   if (zero) {
-    zero_ = std::make_unique<Zero1>(comm_, *ops_, /*host_buffers=*/backend.device == "cpu",
-                                    weights_->optimizer().shard_bounds());
+    zero_ = std::make_unique<Zero1>(*grad_comm_, *ops_, /*host_buffers=*/in_place, weights_->optimizer().shard_bounds());
     zero_regions_ = weights_->optimizer().gather_regions();
   } else {
-    grad_sync_ = std::make_unique<GradientAllReduce>(comm_, *ops_, /*host_buffers=*/backend.device == "cpu");
+    grad_sync_ = std::make_unique<GradientAllReduce>(*grad_comm_, *ops_, /*host_buffers=*/in_place);
   }
   const std::string init_from = cfg_.get_string("model.init_from");
   if (!init_from.empty()) {
@@ -569,13 +587,13 @@ int TrainingRun::execute() {
       model_->backward(loss_scale);
     }
     inject_test_fault(step);
-    const uint64_t sent_before = comm_.bytes_sent();
+    const uint64_t sent_before = grad_comm_->bytes_sent();
     StepScalars s;
     if (zero_) {
       // ZeRO-1: each rank sums (and squares) only its own range; the sums over ranks make the norm,
       // the clip, a non-finite value anywhere and the weights an update broke every rank's.
       zero_->reduce_scatter(model_->grads());
-      grad_bytes_sent_ += comm_.bytes_sent() - sent_before;
+      grad_bytes_sent_ += grad_comm_->bytes_sent() - sent_before;
       ops_->accumulate_sum_squares(&scalars_->grad_norm_sq, model_->grads() + zero_->own_begin(), zero_->own_count());
       s = read_scalars();  // the step's one host read
       double sums[3] = {s.loss_sum, s.grad_norm_sq, static_cast<double>(s.bad_weights)};
@@ -585,7 +603,7 @@ int TrainingRun::execute() {
       s.bad_weights = static_cast<int64_t>(sums[2]);
     } else {
       grad_sync_->all_reduce(model_->grads(), n);
-      grad_bytes_sent_ += comm_.bytes_sent() - sent_before;
+      grad_bytes_sent_ += grad_comm_->bytes_sent() - sent_before;
       // After the sum: the norm (and so the clip and a non-finite gradient anywhere) is every rank's.
       ops_->accumulate_sum_squares(&scalars_->grad_norm_sq, model_->grads(), n);
       s = read_scalars();  // the step's one host read
@@ -611,9 +629,9 @@ int TrainingRun::execute() {
       bad_steps_ = 0;
       weights_->step(static_cast<float>(lr), ++updates_, clip_factor(norm, clip), &scalars_->bad_weights);
       if (zero_) {  // every rank's updated rows to every rank: the next forward needs the whole model
-        const uint64_t before = comm_.bytes_sent();
+        const uint64_t before = grad_comm_->bytes_sent();
         zero_->all_gather(zero_regions_);
-        gather_bytes_sent_ += comm_.bytes_sent() - before;
+        gather_bytes_sent_ += grad_comm_->bytes_sent() - before;
         ++updates_this_run_;
       }
       model_->update_expert_bias(moe_totals, model_->config().moe.bias_update_rate);

@@ -13,32 +13,10 @@
 #include <string>
 #include <utility>
 
+#include "skip_at_end.h"
 #include "train_fixture.h"
 
 namespace eco_test {
-
-inline std::string g_skip_reason;
-
-struct SkipAtEnd : Catch::TestEventListenerBase {
-  using TestEventListenerBase::TestEventListenerBase;
-  void testRunEnded(const Catch::TestRunStats& stats) override {
-    if (!g_skip_reason.empty() && stats.totals.assertions.failed == 0) skip(g_skip_reason);
-  }
-};
-CATCH_REGISTER_LISTENER(SkipAtEnd)
-
-inline bool on_path(const std::string& exe) {
-  const char* path = std::getenv("PATH");
-  if (path == nullptr) return false;
-  std::string p = path;
-  for (size_t start = 0; start <= p.size();) {
-    size_t end = p.find(':', start);
-    if (end == std::string::npos) end = p.size();
-    if (end > start && std::filesystem::exists(std::filesystem::path(p.substr(start, end - start)) / exe)) return true;
-    start = end + 1;
-  }
-  return false;
-}
 
 inline bool mpi_available() {
 #ifndef ECO_WITH_MPI

@@ -20,35 +20,15 @@
 #include "core/error.h"
 #include "dist/communicator.h"
 #include "dist/single_communicator.h"
+#include "skip_at_end.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
+using eco_test::g_skip_reason;
+using eco_test::on_path;
 
 namespace {
 
-std::string g_skip_reason;
-
-// Report "skipped" (exit 4) only once every case has run, and only if none failed: an early
-// skip() would hide the results of the cases that can run everywhere.
-struct SkipAtEnd : Catch::TestEventListenerBase {
-  using TestEventListenerBase::TestEventListenerBase;
-  void testRunEnded(const Catch::TestRunStats& stats) override {
-    if (!g_skip_reason.empty() && stats.totals.assertions.failed == 0) eco_test::skip(g_skip_reason);
-  }
-};
-
-bool on_path(const std::string& exe) {
-  const char* path = std::getenv("PATH");
-  if (path == nullptr) return false;
-  std::string p = path;
-  for (size_t start = 0; start <= p.size();) {
-    size_t end = p.find(':', start);
-    if (end == std::string::npos) end = p.size();
-    if (end > start && fs::exists(fs::path(p.substr(start, end - start)) / exe)) return true;
-    start = end + 1;
-  }
-  return false;
-}
 
 struct Run {
   int rc;
@@ -70,8 +50,6 @@ Run run(const std::string& cmd) {
 }
 
 }  // namespace
-
-CATCH_REGISTER_LISTENER(SkipAtEnd)
 
 TEST_CASE("split_into_chunks covers [0, n) in pieces of at most limit", "[dist]") {
   CHECK(eco::split_into_chunks(0, 7).empty());

@@ -21,23 +21,18 @@
 #include "dist/communicator.h"
 #include "dist/nccl_communicator.h"
 #include "dist/single_communicator.h"
+#include "skip_at_end.h"
 #include "test_util.h"
 #ifdef ECO_WITH_CUDA
 #include "cuda/cuda_check.h"
 #endif
 
 namespace fs = std::filesystem;
+using eco_test::g_skip_reason;
+using eco_test::on_path;
 
 namespace {
 
-std::string g_skip_reason;
-
-struct SkipAtEnd : Catch::TestEventListenerBase {
-  using TestEventListenerBase::TestEventListenerBase;
-  void testRunEnded(const Catch::TestRunStats& stats) override {
-    if (!g_skip_reason.empty() && stats.totals.assertions.failed == 0) eco_test::skip(g_skip_reason);
-  }
-};
 
 auto env(std::map<std::string, std::string> m) {
   return [m](const char* k) -> const char* {
@@ -54,22 +49,7 @@ int gpus_here() {
 #endif
 }
 
-bool on_path(const std::string& exe) {
-  const char* path = std::getenv("PATH");
-  if (path == nullptr) return false;
-  std::string p = path;
-  for (size_t start = 0; start <= p.size();) {
-    size_t end = p.find(':', start);
-    if (end == std::string::npos) end = p.size();
-    if (end > start && fs::exists(fs::path(p.substr(start, end - start)) / exe)) return true;
-    start = end + 1;
-  }
-  return false;
-}
-
 }  // namespace
-
-CATCH_REGISTER_LISTENER(SkipAtEnd)
 
 TEST_CASE("resolve_local_rank: the launcher's value when consistent, else the host-name order", "[dist][nccl]") {
   const std::vector<std::string> hosts = {"a", "b", "a", "a", "b"};

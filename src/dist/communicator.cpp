@@ -20,6 +20,27 @@ std::vector<Chunk> split_into_chunks(size_t n, size_t limit) {
   return chunks;
 }
 
+std::vector<size_t> block_offsets(const std::vector<size_t>& sizes) {
+  std::vector<size_t> offsets(sizes.size(), 0);
+  for (size_t p = 1; p < sizes.size(); ++p) offsets[p] = offsets[p - 1] + sizes[p - 1];
+  return offsets;
+}
+
+void require_one_size_per_rank(const char* op, const char* what, const std::vector<size_t>& sizes, int world) {
+  if (sizes.size() != static_cast<size_t>(world))
+    throw std::invalid_argument(std::string(op) + ": " + std::to_string(sizes.size()) + " " + what + " for world " +
+                                std::to_string(world));
+}
+
+void require_all_to_all_sizes(const std::vector<size_t>& send_bytes, const std::vector<size_t>& recv_bytes, int rank,
+                              int world) {
+  if (send_bytes.size() != static_cast<size_t>(world) || recv_bytes.size() != static_cast<size_t>(world))
+    throw std::invalid_argument("all_to_all_v: need one send and one receive size per rank (world " +
+                                std::to_string(world) + ")");
+  if (send_bytes[rank] != recv_bytes[rank])
+    throw std::invalid_argument("all_to_all_v: this rank's block to itself must have one size");
+}
+
 int launcher_world_size(const std::function<const char*(const char*)>& getenv) {
   // SLURM_NTASKS is not on the list: an sbatch script sees it even when it runs one process.
   for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"}) {

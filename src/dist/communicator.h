@@ -66,6 +66,16 @@ struct Chunk {
 };
 std::vector<Chunk> split_into_chunks(size_t n, size_t limit);
 
+// Where each rank's block starts when blocks of sizes[p] lie back to back, rank after rank (the
+// layout of every uneven collective's buffers): the exclusive prefix sum of sizes.
+std::vector<size_t> block_offsets(const std::vector<size_t>& sizes);
+// std::invalid_argument "OP: N WHAT for world W" unless there is one size per rank.
+void require_one_size_per_rank(const char* op, const char* what, const std::vector<size_t>& sizes, int world);
+// all_to_all_v's sizes: one send and one receive size per rank, and this rank's block to itself of
+// one size (std::invalid_argument otherwise).
+void require_all_to_all_sizes(const std::vector<size_t>& send_bytes, const std::vector<size_t>& recv_bytes, int rank,
+                              int world);
+
 // The world size a process launcher announced through the environment (OMPI_COMM_WORLD_SIZE from
 // mpirun, PMI_SIZE from srun --mpi=pmi2 / MPICH, SLURM_STEP_NUM_TASKS from srun), or 1. `getenv` is
 // injectable for tests. A malformed value is a ConfigError naming the variable.

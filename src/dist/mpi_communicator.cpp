@@ -179,15 +179,9 @@ void MpiCommunicator::all_reduce_sum(double* buf, size_t n) { all_reduce_impl(bu
 void MpiCommunicator::reduce_scatter_sum_v(const float* in, float* out, const std::vector<size_t>& counts) {
   const char* op = "reduce_scatter_sum";
   ensure_usable(op);
-  if (counts.size() != static_cast<size_t>(world_))
-    throw std::invalid_argument("reduce_scatter_sum_v: " + std::to_string(counts.size()) + " counts for world " +
-                                std::to_string(world_));
-  std::vector<size_t> displ(world_);
-  size_t longest = 0;
-  for (int r = 0; r < world_; ++r) {
-    displ[r] = r == 0 ? 0 : displ[r - 1] + counts[r - 1];
-    longest = std::max(longest, counts[r]);
-  }
+  require_one_size_per_rank("reduce_scatter_sum_v", "counts", counts, world_);
+  const std::vector<size_t> displ = block_offsets(counts);
+  const size_t longest = *std::max_element(counts.begin(), counts.end());
   // Round k moves elements [k*max, (k+1)*max) of every slice.
   for (const Chunk& c : split_into_chunks(longest, max_count_)) {
     std::vector<size_t> count(world_);
@@ -270,16 +264,10 @@ void MpiCommunicator::exchange_blocks(const std::vector<const unsigned char*>& s
 void MpiCommunicator::all_gather_v(const void* in, void* out, const std::vector<size_t>& bytes) {
   const char* op = "all_gather_v";
   ensure_usable(op);
-  if (bytes.size() != static_cast<size_t>(world_))
-    throw std::invalid_argument("all_gather_v: " + std::to_string(bytes.size()) + " sizes for world " +
-                                std::to_string(world_));
-  auto* dst = static_cast<unsigned char*>(out);
+  require_one_size_per_rank("all_gather_v", "sizes", bytes, world_);
+  const std::vector<size_t> displ = block_offsets(bytes);
   std::vector<unsigned char*> recv(world_);
-  size_t off = 0;
-  for (int p = 0; p < world_; ++p) {
-    recv[p] = dst + off;
-    off += bytes[p];
-  }
+  for (int p = 0; p < world_; ++p) recv[p] = static_cast<unsigned char*>(out) + displ[p];
   if (in != recv[rank_] && bytes[rank_] > 0) std::memmove(recv[rank_], in, bytes[rank_]);
   std::vector<const unsigned char*> send(world_, recv[rank_]);
   std::vector<size_t> send_bytes(world_, bytes[rank_]);
@@ -290,19 +278,13 @@ void MpiCommunicator::all_to_all_v(const void* send, const std::vector<size_t>& 
                                    const std::vector<size_t>& recv_bytes) {
   const char* op = "all_to_all_v";
   ensure_usable(op);
-  if (send_bytes.size() != static_cast<size_t>(world_) || recv_bytes.size() != static_cast<size_t>(world_))
-    throw std::invalid_argument("all_to_all_v: need one send and one receive size per rank (world " +
-                                std::to_string(world_) + ")");
-  if (send_bytes[rank_] != recv_bytes[rank_])
-    throw std::invalid_argument("all_to_all_v: this rank's block to itself must have one size");
+  require_all_to_all_sizes(send_bytes, recv_bytes, rank_, world_);
+  const std::vector<size_t> so = block_offsets(send_bytes), ro = block_offsets(recv_bytes);
   std::vector<const unsigned char*> s(world_);
   std::vector<unsigned char*> r(world_);
-  size_t so = 0, ro = 0;
   for (int p = 0; p < world_; ++p) {
-    s[p] = static_cast<const unsigned char*>(send) + so;
-    r[p] = static_cast<unsigned char*>(recv) + ro;
-    so += send_bytes[p];
-    ro += recv_bytes[p];
+    s[p] = static_cast<const unsigned char*>(send) + so[p];
+    r[p] = static_cast<unsigned char*>(recv) + ro[p];
   }
   if (send_bytes[rank_] > 0) std::memcpy(r[rank_], s[rank_], send_bytes[rank_]);
   exchange_blocks(s, send_bytes, r, recv_bytes, op);

@@ -418,9 +418,7 @@ void NcclCommunicator::all_gather(const void* in, void* out, size_t bytes_per_ra
 void NcclCommunicator::all_gather_v(const void* in, void* out, const std::vector<size_t>& bytes) {
   const char* op = "all_gather_v";
   ensure_usable(op);
-  if (bytes.size() != static_cast<size_t>(world_))
-    throw std::invalid_argument("all_gather_v: " + std::to_string(bytes.size()) + " sizes for world " +
-                                std::to_string(world_));
+  require_one_size_per_rank("all_gather_v", "sizes", bytes, world_);
   follow_compute(op);
   auto* dst = static_cast<unsigned char*>(out);
   const auto* src = static_cast<const unsigned char*>(in);
@@ -439,12 +437,8 @@ void NcclCommunicator::all_gather_v(const void* in, void* out, const std::vector
   // Uneven (or longer than one call) blocks: one ncclBroadcast per rank's block, grouped so they run
   // together; round k moves bytes [k·max, (k+1)·max) of every block. The root's send buffer is its
   // `in`, so `in` may alias its place in out or not.
-  std::vector<size_t> displ(world_, 0);
-  size_t longest = 0;
-  for (int p = 0; p < world_; ++p) {
-    displ[p] = p == 0 ? 0 : displ[p - 1] + bytes[p - 1];
-    longest = std::max(longest, bytes[p]);
-  }
+  const std::vector<size_t> displ = block_offsets(bytes);
+  const size_t longest = *std::max_element(bytes.begin(), bytes.end());
   for (const Chunk& c : split_into_chunks(longest, max_count_)) {
     group_start(op);
     for (int p = 0; p < world_; ++p) {
@@ -462,15 +456,11 @@ void NcclCommunicator::all_gather_v(const void* in, void* out, const std::vector
 void NcclCommunicator::reduce_scatter_sum_v(const float* in, float* out, const std::vector<size_t>& counts) {
   const char* op = "reduce_scatter_sum";
   ensure_usable(op);
-  if (counts.size() != static_cast<size_t>(world_))
-    throw std::invalid_argument("reduce_scatter_sum_v: " + std::to_string(counts.size()) + " counts for world " +
-                                std::to_string(world_));
+  require_one_size_per_rank("reduce_scatter_sum_v", "counts", counts, world_);
   follow_compute(op);
-  std::vector<size_t> displ(world_, 0);
-  size_t longest = 0;
+  const std::vector<size_t> displ = block_offsets(counts);
+  const size_t longest = *std::max_element(counts.begin(), counts.end());
   for (int r = 0; r < world_; ++r) {
-    displ[r] = r == 0 ? 0 : displ[r - 1] + counts[r - 1];
-    longest = std::max(longest, counts[r]);
     // Every slice but this rank's own leaves this rank once (ring reduce-scatter, or the chain of a
     // ring reduce to the slice's owner): the MPI path's count.
     if (r != rank_) bytes_sent_ += counts[r] * sizeof(float);
@@ -504,20 +494,14 @@ void NcclCommunicator::all_to_all_v(const void* send, const std::vector<size_t>&
                                     const std::vector<size_t>& recv_bytes) {
   const char* op = "all_to_all_v";
   ensure_usable(op);
-  if (send_bytes.size() != static_cast<size_t>(world_) || recv_bytes.size() != static_cast<size_t>(world_))
-    throw std::invalid_argument("all_to_all_v: need one send and one receive size per rank (world " +
-                                std::to_string(world_) + ")");
-  if (send_bytes[rank_] != recv_bytes[rank_])
-    throw std::invalid_argument("all_to_all_v: this rank's block to itself must have one size");
+  require_all_to_all_sizes(send_bytes, recv_bytes, rank_, world_);
   follow_compute(op);
+  const std::vector<size_t> so = block_offsets(send_bytes), ro = block_offsets(recv_bytes);
   std::vector<const unsigned char*> s(world_);
   std::vector<unsigned char*> r(world_);
-  size_t so = 0, ro = 0;
   for (int p = 0; p < world_; ++p) {
-    s[p] = static_cast<const unsigned char*>(send) + so;
-    r[p] = static_cast<unsigned char*>(recv) + ro;
-    so += send_bytes[p];
-    ro += recv_bytes[p];
+    s[p] = static_cast<const unsigned char*>(send) + so[p];
+    r[p] = static_cast<unsigned char*>(recv) + ro[p];
     if (p != rank_) bytes_sent_ += send_bytes[p];
   }
   // One group of sends and receives (a lone ncclSend blocks the GPU until matched); this rank's own

@@ -70,26 +70,8 @@ void require_close(const std::vector<float>& cpu, const std::vector<float>& gpu,
   REQUIRE(bad == 0);
 }
 
-template <class T>
-void require_deterministic(const std::vector<T>& run1, const std::vector<T>& run2, const std::string& what) {
-  INFO(what << ": second GPU run differs at " << first_bit_difference(run1, run2));
-  REQUIRE(first_bit_difference(run1, run2) == -1);
-}
 
-float ulp_of(float x) {
-  x = std::fabs(x);
-  return std::nextafter(x, kInf) - x;
-}
 
-// Normal values times 2^k, k uniform in [-8, 8]: their sums depend on the order of addition.
-std::vector<float> wide_floats(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::uniform_int_distribution<int> e(-8, 8);
-  std::vector<float> v(n);
-  for (float& x : v) x = std::ldexp(d(rng), e(rng));
-  return v;
-}
 
 // Multiples of 0.5 in [-2, 2]: many exactly equal logits per row, hence equal probs (ties).
 std::vector<float> tied_floats(size_t n, uint32_t seed) {

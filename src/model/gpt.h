@@ -308,13 +308,13 @@ class GPT {
   float* grads_ = nullptr;
   // MoE state: expert bias ([moe layers, E]; backend + host mirror), router masses and z sums
   // accumulated since reset_moe_totals() (backend), and per MoE layer the last forward's counts
-  // (the expert GEMMs' row counts, reused by the backward) and the counts' running totals.
+  // (the expert GEMMs' row counts, reused by the backward) and the counts' running totals (host).
   float* expert_bias_ = nullptr;
   std::vector<float> expert_bias_host_;
   float* moe_prob_sums_ = nullptr;
   double* moe_z_sums_ = nullptr;
   std::vector<std::vector<int32_t>> moe_counts_;  // [moe layer][2E]: kept, routed
-  std::vector<double> moe_host_totals_;           // [moe layer][routed E | kept E | tokens]
+  MoeTotals moe_totals_;  // the host's part (routed, kept, tokens); read_moe_totals() adds the rest
   float* rope_cos_ = nullptr;  // [max_seq_len, head_dim/2] (llama)
   float* rope_sin_ = nullptr;
 

@@ -67,12 +67,12 @@ void GPT::moe_forward(int layer, int N) {
 
   ops_.moe_accumulate_prob_sums(moe_prob_sums_ + mi * E, s.router_probs, N, E);
   ops_.accumulate_sum_squares(moe_z_sums_ + mi, s.router_lse, static_cast<size_t>(N));
-  double* totals = moe_host_totals_.data() + mi * (2 * static_cast<size_t>(E) + 1);
+  double* totals = moe_totals_.values.data() + mi * moe_totals_.layer_stride();  // routed | kept | ... | tokens
   for (int e = 0; e < E; ++e) {
     totals[e] += counts[static_cast<size_t>(E + e)];
     totals[E + e] += counts[static_cast<size_t>(e)];
   }
-  totals[2 * E] += N;
+  totals[3 * E + 1] += N;
 }
 
 void GPT::moe_backward(int layer, int N) {
@@ -122,29 +122,24 @@ void GPT::reset_moe_totals() {
   const size_t layers = static_cast<size_t>(cfg_.moe_layer_count()), E = static_cast<size_t>(cfg_.moe.experts);
   ops_.fill_zero(moe_prob_sums_, layers * E * sizeof(float));
   ops_.fill_zero(moe_z_sums_, layers * sizeof(double));
-  moe_host_totals_.assign(layers * (2 * E + 1), 0.0);
+  moe_totals_.experts = cfg_.moe.experts;
+  moe_totals_.values.assign(layers * moe_totals_.layer_stride(), 0.0);
 }
 
+// The counts are on the host already (the forward needs them); the router masses and z sums join
+// them from the backend.
 MoeTotals GPT::read_moe_totals() const {
-  MoeTotals t;
-  if (!cfg_.moe.enabled()) return t;
+  if (!cfg_.moe.enabled()) return MoeTotals{};
   const size_t layers = static_cast<size_t>(cfg_.moe_layer_count()), E = static_cast<size_t>(cfg_.moe.experts);
-  t.experts = cfg_.moe.experts;
   std::vector<float> probs(layers * E);
   std::vector<double> z(layers);
   ops_.copy_to_host(probs.data(), moe_prob_sums_, probs.size() * sizeof(float));
   ops_.copy_to_host(z.data(), moe_z_sums_, z.size() * sizeof(double));
-  t.values.assign(layers * t.layer_stride(), 0.0);
+  MoeTotals t = moe_totals_;
   for (size_t l = 0; l < layers; ++l) {
     double* v = t.values.data() + l * t.layer_stride();
-    const double* h = moe_host_totals_.data() + l * (2 * E + 1);
-    for (size_t e = 0; e < E; ++e) {
-      v[e] = h[e];
-      v[E + e] = h[E + e];
-      v[2 * E + e] = probs[l * E + e];
-    }
+    for (size_t e = 0; e < E; ++e) v[2 * E + e] = probs[l * E + e];
     v[3 * E] = z[l];
-    v[3 * E + 1] = h[2 * E];
   }
   return t;
 }

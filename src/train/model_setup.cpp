@@ -38,11 +38,6 @@ ModelConfig model_config_from(const Config& cfg) {
   moe.z_loss_coef = static_cast<float>(cfg.get_float("moe.z_loss_coef"));
   moe.bias_update_rate = static_cast<float>(cfg.get_float("moe.bias_update_rate"));
   moe.quantize_dense_linears = cfg.get_bool("moe.quantize_dense_linears");
-  if (moe.enabled() && moe.top_k > moe.experts)
-    throw ConfigError("moe.top_k: " + std::to_string(moe.top_k) + " exceeds moe.experts (" +
-                      std::to_string(moe.experts) + ")");
-  if (moe.enabled() && moe.first_layer >= m.n_layer)
-    throw ConfigError("moe.first_layer: " + std::to_string(moe.first_layer) + " is not below model.n_layer");
   if (m.arch == Arch::GPT2 && !m.tied_head)
     throw ConfigError("model.tied_head: the gpt2 architecture always ties the head (llm.c layout); set it to true");
   if (m.d_model % m.n_head != 0)

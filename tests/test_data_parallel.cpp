@@ -214,11 +214,10 @@ TEST_CASE("a checkpoint continues at another world size on the same curve", "[dp
   CHECK(last_step(r.dir / "d") == 30);
 }
 
-TEST_CASE("dist.ep, not built yet, is refused with exit code 2", "[dp][config]") {
+TEST_CASE("dist.ep on a dense model is refused with exit code 2", "[dp][config]") {
   TinyRun r("dp_dist_refused");
   const std::string cfg = write_config(r, "run", 1);
-  // (dist.zero=1 is ZeRO-1: tests/test_zero1.cpp.) On a dense model the schema already refuses
-  // dist.ep > 1; on an MoE model the trainer does.
+  // (dist.zero=1 is ZeRO-1: tests/test_zero1.cpp; expert parallelism: test_expert_parallel*.cpp.)
   Run refused = eco_train(0, r, cfg, "--set dist.ep=2");
   CHECK(refused.rc == 2);
   CHECK(contains(refused.out, "dist.ep"));

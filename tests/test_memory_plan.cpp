@@ -202,7 +202,12 @@ TEST_CASE("per-rank plans: ZeRO-1 shards m and v by rows; expert parallelism spl
   const size_t expert_params = 2 * 4 * (80 * 48 + 48 * 40);
   CHECK(e2.num_params == one.num_params - expert_params / 2);
   CHECK(e2.code_bytes * 2 == one.code_bytes);  // only experts are quantized
-  CHECK(e2.activation_bytes == one.activation_bytes + 2 * 2 * 8 * 2 * 48 * 4);  // the all-to-all buffers
+  // The activations: the layout without the expert-side buffers (the sender keeps its rows and the
+  // outputs that come back), plus the receiving experts' buffers (2 MoE layers) and one backward
+  // scratch, each 40 rows (32 balanced + a quarter) of input, first GEMM, activation and output.
+  const size_t rows = 2 * 8 * 2, dropped = 2 * rows * (80 + 40) + rows * (80 + 40);
+  const size_t expert_side = 3 * (rows + rows / 4) * (48 + 80 + 40 + 48);
+  CHECK(e2.activation_bytes == one.activation_bytes - dropped * 4 + expert_side * 4);
   CHECK_THROWS_AS(plan_memory(c, master, {}, cuda, 2, 8, RankLayout{6, 4, false}), ConfigError);  // 4 ∤ 6
   CHECK_THROWS_AS(plan_memory(c, master, {}, cuda, 2, 8, RankLayout{3, 3, false}), ConfigError);  // 3 ∤ 4 experts
   CHECK(largest_shard_rows(300, 128, 2) == 256);

@@ -73,8 +73,20 @@ void GPT::check_shape(const ModelConfig& cfg) {
   }
 }
 
+void GPT::check_expert_split(const ModelConfig& cfg, const GptOptions& options) {
+  if (options.expert_ranks == 1 && options.expert_rank == 0) return;
+  if (!cfg.moe.enabled()) throw ConfigError("dist.ep > 1 needs an MoE model (moe.experts > 0)");
+  if (options.expert_ranks < 1 || cfg.moe.experts % options.expert_ranks != 0)
+    throw ConfigError("dist.ep " + std::to_string(options.expert_ranks) + " does not divide moe.experts (" +
+                      std::to_string(cfg.moe.experts) + ")");
+  if (options.expert_rank < 0 || options.expert_rank >= options.expert_ranks)
+    throw Error("GPT: expert rank " + std::to_string(options.expert_rank) + " outside the group of " +
+                std::to_string(options.expert_ranks));
+}
+
 GPT::GPT(const ModelConfig& cfg, Ops& ops, GptOptions options) : cfg_(cfg), ops_(ops), options_(options) {
   check_shape(cfg_);
+  check_expert_split(cfg_, options_);
   Layout layout = build_layout(cfg_, options_);
   tensors_ = std::move(layout.tensors);
   init_std_ = std::move(layout.init_std);
@@ -87,6 +99,7 @@ GPT::GPT(const ModelConfig& cfg, Ops& ops, GptOptions options) : cfg_(cfg), ops_
   num_params_ = layout.num_params;
   resident_params_ = layout.resident_params;
   max_linear_numel_ = layout.max_linear_numel;
+  expert_begin_ = layout.expert_begin;
   const MoeConfig& moe = cfg_.moe;
   // Besides params, grads and the weight scratch, what follows is state_buffer_bytes(cfg_).
   params_ = ops_.alloc_floats(resident_params_);
@@ -104,6 +117,7 @@ GPT::GPT(const ModelConfig& cfg, Ops& ops, GptOptions options) : cfg_(cfg), ops_
     moe_prob_sums_ = ops_.alloc_floats(n);
     moe_z_sums_ = static_cast<double*>(ops_.alloc(static_cast<size_t>(cfg_.moe_layer_count()) * sizeof(double)));
     moe_counts_.assign(static_cast<size_t>(cfg_.moe_layer_count()), std::vector<int32_t>(2 * static_cast<size_t>(moe.experts)));
+    if (expert_parallel()) ep_layers_.resize(static_cast<size_t>(cfg_.moe_layer_count()));
     reset_moe_totals();
   }
   if (cfg_.arch == Arch::Llama) {
@@ -134,6 +148,9 @@ GPT::~GPT() {
   if (expert_bias_) ops_.free(expert_bias_);
   if (moe_prob_sums_) ops_.free(moe_prob_sums_);
   if (moe_z_sums_) ops_.free(moe_z_sums_);
+  for (ExpertParallelLayer& ep : ep_layers_)
+    if (ep.in) ops_.free(ep.in);
+  if (ep_scratch_) ops_.free(ep_scratch_);
 }
 
 // Stacked [L, ...] tensors in llm.c's order (for a dense gpt2 the buffer IS an llm.c checkpoint
@@ -142,6 +159,39 @@ GPT::~GPT() {
 // the llm.c tensors. With external linear weights the tensor list and its order stay the same;
 // only the offsets move the quantizable tensors behind all the others, so params() can stop where
 // they begin.
+// Drops the experts other ranks hold and renumbers what is left (LayerParams indices follow).
+void GPT::keep_local_experts(Layout& out, const ModelConfig& cfg, const GptOptions& options) {
+  const int per_rank = cfg.moe.experts / options.expert_ranks;
+  const int lo = options.expert_rank * per_rank, hi = lo + per_rank;
+  std::vector<size_t> new_index(out.tensors.size(), npos);
+  std::vector<ParamTensor> kept;
+  std::vector<float> kept_std;
+  for (size_t i = 0; i < out.tensors.size(); ++i) {
+    const ParamTensor& t = out.tensors[i];
+    if (t.kind == ParamKind::Expert && (t.expert < lo || t.expert >= hi)) continue;
+    new_index[i] = kept.size();
+    kept.push_back(t);
+    kept_std.push_back(out.init_std[i]);
+  }
+  const auto remap = [&](size_t& x) {
+    if (x != npos) x = new_index[x];
+  };
+  for (LayerParams& lp : out.layers) {
+    for (size_t* f : {&lp.ln1w, &lp.ln1b, &lp.qkvw, &lp.qkvb, &lp.attprojw, &lp.attprojb, &lp.ln2w, &lp.ln2b, &lp.fcw,
+                      &lp.fcb, &lp.fcprojw, &lp.fcprojb, &lp.router})
+      remap(*f);
+    for (std::vector<size_t>* v : {&lp.expert_fc, &lp.expert_proj}) {
+      if (v->empty()) continue;
+      std::vector<size_t> local(v->begin() + lo, v->begin() + hi);
+      for (size_t& x : local) remap(x);
+      *v = std::move(local);
+    }
+  }
+  for (size_t* f : {&out.wte, &out.wpe, &out.lnfw, &out.lnfb, &out.head}) remap(*f);
+  out.tensors = std::move(kept);
+  out.init_std = std::move(kept_std);
+}
+
 GPT::Layout GPT::build_layout(const ModelConfig& cfg, const GptOptions& options) {
   Layout out;
   const int64_t L = cfg.n_layer, C = cfg.d_model, H = cfg.hidden(), Vp = cfg.padded_vocab;
@@ -202,21 +252,39 @@ GPT::Layout GPT::build_layout(const ModelConfig& cfg, const GptOptions& options)
     lp.router = add(pre + "router.w", {moe.experts, C}, ParamKind::Router, std);
     for (int e = 0; e < moe.experts; ++e) {
       const std::string ex = pre + "expert." + std::to_string(e) + ".";
-      lp.expert_fc.push_back(add(ex + "fc.w", {cfg.expert_in_width(), C}, ParamKind::Expert, std));
-      lp.expert_proj.push_back(add(ex + "fcproj.w", {C, cfg.expert_hidden()}, ParamKind::Expert, proj_std));
+      const size_t fc = add(ex + "fc.w", {cfg.expert_in_width(), C}, ParamKind::Expert, std);
+      const size_t proj = add(ex + "fcproj.w", {C, cfg.expert_hidden()}, ParamKind::Expert, proj_std);
+      out.tensors[fc].expert = out.tensors[proj].expert = e;
+      lp.expert_fc.push_back(fc);
+      lp.expert_proj.push_back(proj);
     }
   }
+  for (size_t i = 0; i < out.tensors.size(); ++i) out.tensors[i].global_index = i;
+  if (options.expert_ranks > 1) keep_local_experts(out, cfg, options);
 
+  // Offsets: the tensors every rank holds first (in list order, so a dense gpt2's buffer stays an
+  // llm.c checkpoint body; with external linear weights the quantizable ones after the others, so
+  // params() can stop where they begin), then the experts.
   size_t off = 0;
   const bool external = options.external_linear_weights;
-  for (int pass = 0; pass < (external ? 2 : 1); ++pass) {
+  auto place = [&](auto&& wanted) {
     for (ParamTensor& t : out.tensors) {
-      if (external && t.quantizable != (pass == 1)) continue;
+      if (!wanted(t)) continue;
       t.offset = off;
       off += t.numel;
     }
-    if (pass == 0) out.resident_params = off;
+  };
+  const auto expert = [](const ParamTensor& t) { return t.kind == ParamKind::Expert; };
+  if (external) {
+    place([&](const ParamTensor& t) { return !t.quantizable && !expert(t); });
+    out.resident_params = off;
+    place([&](const ParamTensor& t) { return t.quantizable && !expert(t); });
+  } else {
+    place([&](const ParamTensor& t) { return !expert(t); });
   }
+  out.expert_begin = off;
+  place(expert);
+  if (!external) out.resident_params = off;
   out.num_params = off;
   for (const ParamTensor& t : out.tensors)
     if (t.quantizable && t.numel > out.max_linear_numel) out.max_linear_numel = t.numel;
@@ -225,6 +293,7 @@ GPT::Layout GPT::build_layout(const ModelConfig& cfg, const GptOptions& options)
 
 std::vector<ParamTensor> GPT::parameter_tensors(const ModelConfig& cfg, GptOptions options) {
   check_shape(cfg);
+  check_expert_split(cfg, options);
   return build_layout(cfg, options).tensors;
 }
 
@@ -302,7 +371,8 @@ size_t GPT::num_active_params() const {
   size_t inactive = 0;
   for (const ParamTensor& t : tensors_)
     if (t.kind == ParamKind::Expert) inactive += t.numel;
-  return num_params_ - inactive + inactive / static_cast<size_t>(cfg_.moe.experts) * static_cast<size_t>(cfg_.moe.top_k);
+  return num_params_ - inactive +
+         inactive / static_cast<size_t>(local_experts()) * static_cast<size_t>(cfg_.moe.top_k);
 }
 
 std::string GPT::summary() const {
@@ -324,6 +394,12 @@ std::string GPT::summary() const {
                   m.capacity_factor > 0 ? ("capacity factor " + std::to_string(m.capacity_factor)).c_str() : "dropless",
                   static_cast<double>(num_active_params()) * 1e-6);
     out += buf;
+    if (expert_parallel()) {
+      std::snprintf(buf, sizeof buf, "; expert parallel over %d ranks: this rank holds experts %d..%d (the parameter "
+                    "counts are this rank's)", options_.expert_ranks, options_.expert_rank * local_experts(),
+                    (options_.expert_rank + 1) * local_experts() - 1);
+      out += buf;
+    }
   }
   return out;
 }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "model/expert_exchange.h"
 #include "model/model_config.h"
 #include "model/ops.h"
 #include "quant/quant_format.h"
@@ -41,6 +42,10 @@ struct ParamTensor {
   // Stored quantized in the FP8 / BF16 weight modes: every block linear of a dense model; the
   // experts of an MoE model (and its other block linears with moe.quantize_dense_linears).
   bool quantizable = false;
+  // Index of this tensor in the layout of the whole model (GptOptions::expert_ranks = 1): the same
+  // on every rank, so it keys stochastic rounding and orders checkpoints whatever the expert split.
+  size_t global_index = 0;
+  int expert = -1;  // ParamKind::Expert: the expert's index among the layer's moe.experts
 };
 
 // The load-balancing picture of the MoE layers over the micro-batches since reset_moe_totals():
@@ -87,6 +92,13 @@ struct GptOptions {
   //   goes to the LinearWeightSource (which must be set before forward). grads() still covers all
   //   tensors, at tensors()[i].offset.
   bool external_linear_weights = false;
+  // Expert parallelism (DESIGN.md §6, docs/moe.md): this model holds, of every MoE layer, only the
+  // experts [expert_rank·E/expert_ranks, (expert_rank+1)·E/expert_ranks); the tokens routed to the
+  // others travel through the ExpertExchange (set_expert_exchange) to the ranks that hold them.
+  // expert_ranks must divide moe.experts. The expert tensors always come last in the flat layout
+  // (grads() from expert_param_begin() on), so their gradients can be summed over other ranks.
+  int expert_rank = 0;
+  int expert_ranks = 1;
 };
 
 class GPT {
@@ -102,6 +114,12 @@ class GPT {
   const std::vector<ParamTensor>& tensors() const { return tensors_; }
   const ParamTensor& tensor(const std::string& name) const;  // throws eco::Error if there is none
   const GptOptions& options() const { return options_; }
+  // Where the expert tensors begin in the flat layout (num_params() for a dense model): grads()
+  // [expert_param_begin(), num_params()) are this rank's experts, the rest every rank's tensors.
+  size_t expert_param_begin() const { return expert_begin_; }
+  // Expert parallelism: the exchange to the peers holding the other experts; required before the
+  // first forward when options().expert_ranks > 1 (its size must equal it), must outlive its use.
+  void set_expert_exchange(ExpertExchange* exchange);
   // Floats of every tensor (what grads() holds).
   size_t num_params() const { return num_params_; }
   // Floats actually allocated for params(): num_params() unless the linear weights are external.
@@ -181,8 +199,10 @@ class GPT {
                                         int T);
   // The same with the attention's saved floats per layer given (Ops::attention_saved_floats(B, T,
   // n_head) of the backend planned for), so a plan needs no backend object.
+  // expert_parallel: the layout of a model split over expert ranks (the experts' row buffers are
+  // then the receiving rank's and grow with what arrives: not counted here).
   static size_t activation_layout_bytes(const ModelConfig& cfg, const LinearQuantization& quant,
-                                        size_t attention_saved_floats, int B, int T);
+                                        size_t attention_saved_floats, int B, int T, bool expert_parallel = false);
   // The parameter tensors (names, shapes, kinds, quantizable, offsets) a GPT of this shape has with
   // these options, exactly as the constructor lays them out, without allocating anything (memory
   // planning). ConfigError for a shape the constructor would refuse.
@@ -239,7 +259,8 @@ class GPT {
   };
   // attention_saved_floats: what the backend's attention keeps per layer at this B, T.
   static ActPointers lay_out_activations(const ModelConfig& cfg, const LinearQuantization& quant,
-                                         size_t attention_saved_floats, char* base, int B, int T);
+                                         size_t attention_saved_floats, char* base, int B, int T,
+                                         bool expert_parallel);
   void ensure_activations(int B, int T);
   bool run_forward(const int32_t* inputs, const int32_t* targets, int B, int T);  // false without targets
   // The parameter layout of a shape: the tensors and where each block's live (built without a model,
@@ -249,10 +270,12 @@ class GPT {
     std::vector<float> init_std;
     std::vector<LayerParams> layers;
     size_t wte = npos, wpe = npos, lnfw = npos, lnfb = npos, head = npos;
-    size_t num_params = 0, resident_params = 0, max_linear_numel = 0;
+    size_t num_params = 0, resident_params = 0, max_linear_numel = 0, expert_begin = 0;
   };
   static void check_shape(const ModelConfig& cfg);  // ConfigError for a shape no GPT can have
   static Layout build_layout(const ModelConfig& cfg, const GptOptions& options);
+  static void check_expert_split(const ModelConfig& cfg, const GptOptions& options);
+  static void keep_local_experts(Layout& layout, const ModelConfig& cfg, const GptOptions& options);
 
   float* param(size_t t) { return params_ + tensors_[t].offset; }
   const float* param(size_t t) const { return params_ + tensors_[t].offset; }
@@ -287,6 +310,35 @@ class GPT {
                     const float* act, size_t fc, size_t fcb, size_t proj, size_t projb, bool swiglu, int N);
   void moe_forward(int layer, int N);   // s.fcproj = the MoE block's output for s.ln2
   void moe_backward(int layer, int N);  // dln = its input gradient, from dres
+  // A run of rows of one local expert (index into LayerParams::expert_fc) in an expert row buffer.
+  struct ExpertBlock {
+    size_t local = 0;
+    int rows = 0;
+    size_t first_row = 0;
+  };
+  // Without expert parallelism: one block per expert, in expert order (counts[e] rows each).
+  std::vector<ExpertBlock> whole_model_blocks(const std::vector<int32_t>& counts) const;
+  // Each block's expert MLP over its rows of in / h / act / out (and back), skipping empty blocks.
+  void experts_forward(const LayerParams& p, const std::vector<ExpertBlock>& blocks, const float* in, float* h,
+                       float* act, float* out);
+  void experts_backward(const LayerParams& p, const std::vector<ExpertBlock>& blocks, float* din, float* dh,
+                        float* dact, const float* dout, const float* in, const float* h, const float* act);
+  // Expert parallelism, per MoE layer: the rows this rank's experts received in the last forward
+  // (from each group rank, its rows for each local expert in order) and the buffers of their MLPs,
+  // kept for the backward. Grown when a forward receives more rows than ever before.
+  struct ExpertParallelLayer {
+    std::vector<size_t> send_bytes, recv_bytes;  // per group rank, rows of C floats
+    std::vector<ExpertBlock> blocks;
+    size_t rows = 0, capacity = 0;
+    float *in = nullptr, *h = nullptr, *act = nullptr, *out = nullptr;  // one allocation at `in`
+  };
+  bool expert_parallel() const { return options_.expert_ranks > 1; }
+  int local_experts() const { return cfg_.moe.experts / options_.expert_ranks; }
+  // Exchanges the per-expert counts of the layer's plan and fills ep's sizes and blocks.
+  void plan_expert_exchange(const std::vector<int32_t>& counts, ExpertParallelLayer& ep);
+  void ensure_expert_rows(ExpertParallelLayer& ep);
+  void ensure_expert_scratch(size_t rows);
+  size_t expert_row_floats() const;  // floats of in + h + act + out per row
   bool dense_swiglu() const { return cfg_.arch == Arch::Llama; }
   size_t head_index() const { return cfg_.tied_head ? wte_ : head_; }
   size_t weight_scratch_floats() const;  // 0 unless linear weights come from a source
@@ -301,6 +353,12 @@ class GPT {
   std::vector<LayerParams> layers_;
   size_t wte_ = npos, wpe_ = npos, lnfw_ = npos, lnfb_ = npos, head_ = npos;
   size_t max_linear_numel_ = 0;  // of the quantizable tensors
+  size_t expert_begin_ = 0;
+  ExpertExchange* exchange_ = nullptr;
+  std::vector<ExpertParallelLayer> ep_layers_;
+  // The backward's expert-side scratch under expert parallelism: dout, din, dh, dact rows.
+  float* ep_scratch_ = nullptr;
+  size_t ep_scratch_rows_ = 0;
   const LinearWeightSource* weight_source_ = nullptr;
   float* weight_scratch_ = nullptr;  // max_linear_numel_ floats, while a source is set
   LinearQuantization quant_;

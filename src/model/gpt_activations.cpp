@@ -8,7 +8,8 @@
 namespace eco {
 
 GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQuantization& quant,
-                                          size_t attention_saved_floats, char* base, int B, int T) {
+                                          size_t attention_saved_floats, char* base, int B, int T,
+                                          bool expert_parallel) {
   const size_t N = static_cast<size_t>(B) * T, C = cfg.d_model, H = cfg.hidden(), Vp = cfg.padded_vocab;
   const bool gpt2 = cfg.arch == Arch::GPT2;
   const size_t mlp_in = gpt2 ? H : 2 * H;
@@ -62,9 +63,11 @@ GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQu
       l.slot_of = ints(N * K);
       l.token_of = ints(R);
       l.counts = ints(2 * E);
+      // Under expert parallelism these are the rows sent and the outputs received back; the
+      // experts' own buffers are the receiving rank's (ExpertParallelLayer).
       l.moe_in = f(R * C);
-      l.moe_h = f(R * EIN);
-      l.moe_act = f(R * EH);
+      l.moe_h = expert_parallel ? nullptr : f(R * EIN);
+      l.moe_act = expert_parallel ? nullptr : f(R * EH);
       l.moe_out = f(R * C);
       l.shared_out = moe.shared_expert ? f(N * C) : nullptr;
     }
@@ -84,8 +87,8 @@ GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQu
   a.dmoe_out = a.dmoe_h = a.dmoe_act = a.dmoe_in = a.dgates = a.drouter = a.dtmp = nullptr;
   if (moe.enabled()) {
     a.dmoe_out = f(R * C);
-    a.dmoe_h = f(R * EIN);
-    a.dmoe_act = f(R * EH);
+    a.dmoe_h = expert_parallel ? nullptr : f(R * EIN);
+    a.dmoe_act = expert_parallel ? nullptr : f(R * EH);
     a.dmoe_in = f(R * C);
     a.dgates = f(N * K);
     a.drouter = f(N * E);
@@ -105,7 +108,12 @@ GPT::ActPointers GPT::lay_out_activations(const ModelConfig& cfg, const LinearQu
 }
 
 size_t GPT::activation_bytes(int B, int T) const {
-  return activation_layout_bytes(cfg_, quant_, ops_, B, T) + weight_scratch_floats() * sizeof(float);
+  size_t expert_rows = ep_scratch_rows_ * expert_row_floats();  // backward scratch: the same four row kinds
+  for (const ExpertParallelLayer& ep : ep_layers_) expert_rows += ep.capacity * expert_row_floats();
+  return lay_out_activations(cfg_, quant_, ops_.attention_saved_floats(B, T, cfg_.n_head), nullptr, B, T,
+                             expert_parallel())
+             .total_bytes +
+         (weight_scratch_floats() + expert_rows) * sizeof(float);
 }
 
 size_t GPT::activation_layout_bytes(const ModelConfig& cfg, const LinearQuantization& quant, const Ops& ops, int B,
@@ -114,8 +122,8 @@ size_t GPT::activation_layout_bytes(const ModelConfig& cfg, const LinearQuantiza
 }
 
 size_t GPT::activation_layout_bytes(const ModelConfig& cfg, const LinearQuantization& quant,
-                                   size_t attention_saved_floats, int B, int T) {
-  return lay_out_activations(cfg, quant, attention_saved_floats, nullptr, B, T).total_bytes;
+                                   size_t attention_saved_floats, int B, int T, bool expert_parallel) {
+  return lay_out_activations(cfg, quant, attention_saved_floats, nullptr, B, T, expert_parallel).total_bytes;
 }
 
 void GPT::set_linear_quantization(const LinearQuantization& q) {
@@ -139,11 +147,11 @@ void GPT::ensure_activations(int B, int T) {
   if (act_buffer_) ops_.free(act_buffer_);
   act_buffer_ = nullptr;
   const size_t att = ops_.attention_saved_floats(nb, nt, cfg_.n_head);
-  act_buffer_ = static_cast<char*>(ops_.alloc(lay_out_activations(cfg_, quant_, att, nullptr, nb, nt).total_bytes));
+  act_buffer_ = static_cast<char*>(ops_.alloc(lay_out_activations(cfg_, quant_, att, nullptr, nb, nt, expert_parallel()).total_bytes));
   act_B_ = nb;
   act_T_ = nt;
   // Pointers for the capacity shape; a smaller (B, T) uses the front of each slice.
-  acts_ = lay_out_activations(cfg_, quant_, att, act_buffer_, act_B_, act_T_);
+  acts_ = lay_out_activations(cfg_, quant_, att, act_buffer_, act_B_, act_T_, expert_parallel());
 }
 
 }  // namespace eco

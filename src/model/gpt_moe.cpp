@@ -33,8 +33,6 @@ void GPT::moe_forward(int layer, int N) {
   const LayerParams& p = layers_[static_cast<size_t>(layer)];
   const MoeConfig& m = cfg_.moe;
   const int C = cfg_.d_model, E = m.experts, K = m.top_k;
-  const size_t EH = static_cast<size_t>(cfg_.expert_hidden()), EIN = static_cast<size_t>(cfg_.expert_in_width());
-  const bool swiglu = m.activation == MlpActivation::SwiGlu;
   const size_t mi = static_cast<size_t>(p.moe_index);
 
   ops_.matmul_forward(s.router_logits, s.ln2, param(p.router), nullptr, N, C, E);
@@ -51,13 +49,17 @@ void GPT::moe_forward(int layer, int N) {
   int rows = 0;
   for (int e = 0; e < E; ++e) rows += counts[static_cast<size_t>(e)];
   ops_.moe_gather(s.moe_in, s.ln2, s.token_of, rows, C);
-  size_t o = 0;  // first row of expert e
-  for (int e = 0; e < E; ++e) {
-    const int n = counts[static_cast<size_t>(e)];
-    if (n > 0)
-      mlp_forward(s.moe_out + o * C, s.moe_h + o * EIN, s.moe_act + o * EH, s.moe_in + o * C, p.expert_fc[e], npos,
-                  p.expert_proj[e], npos, swiglu, n);
-    o += static_cast<size_t>(n);
+  if (!expert_parallel()) {
+    experts_forward(p, whole_model_blocks(counts), s.moe_in, s.moe_h, s.moe_act, s.moe_out);
+  } else {
+    // The plan groups rows by expert, so each group rank's rows are one contiguous block: send
+    // them, run this rank's experts over what arrives, send the outputs back to the same places.
+    ExpertParallelLayer& ep = ep_layers_[mi];
+    plan_expert_exchange(counts, ep);
+    ensure_expert_rows(ep);
+    exchange_->exchange(s.moe_in, ep.send_bytes, ep.in, ep.recv_bytes);
+    experts_forward(p, ep.blocks, ep.in, ep.h, ep.act, ep.out);
+    exchange_->exchange(ep.out, ep.recv_bytes, s.moe_out, ep.send_bytes);
   }
   ops_.moe_combine(s.fcproj, s.moe_out, s.gates, s.slot_of, N, K, C);
   if (m.shared_expert) {
@@ -81,8 +83,6 @@ void GPT::moe_backward(int layer, int N) {
   const LayerParams& p = layers_[static_cast<size_t>(layer)];
   const MoeConfig& m = cfg_.moe;
   const int C = cfg_.d_model, E = m.experts, K = m.top_k;
-  const size_t EH = static_cast<size_t>(cfg_.expert_hidden()), EIN = static_cast<size_t>(cfg_.expert_in_width());
-  const bool swiglu = m.activation == MlpActivation::SwiGlu;
   const std::vector<int32_t>& counts = moe_counts_[static_cast<size_t>(p.moe_index)];
   const size_t NC = static_cast<size_t>(N) * C;
 
@@ -90,13 +90,22 @@ void GPT::moe_backward(int layer, int N) {
     mlp_backward(a.dln, a.dfch, a.dfch_act, a.dres, s.ln2, s.fch, s.fch_act, p.fcw, p.fcb, p.fcprojw, p.fcprojb,
                  dense_swiglu(), N);
   ops_.moe_combine_backward(a.dmoe_out, a.dgates, a.dres, s.moe_out, s.gates, s.slot_of, N, K, C);
-  size_t o = 0;
-  for (int e = 0; e < E; ++e) {
-    const int n = counts[static_cast<size_t>(e)];
-    if (n > 0)
-      mlp_backward(a.dmoe_in + o * C, a.dmoe_h + o * EIN, a.dmoe_act + o * EH, a.dmoe_out + o * C, s.moe_in + o * C,
-                   s.moe_h + o * EIN, s.moe_act + o * EH, p.expert_fc[e], npos, p.expert_proj[e], npos, swiglu, n);
-    o += static_cast<size_t>(n);
+  if (!expert_parallel()) {
+    experts_backward(p, whole_model_blocks(counts), a.dmoe_in, a.dmoe_h, a.dmoe_act, a.dmoe_out, s.moe_in, s.moe_h,
+                     s.moe_act);
+  } else {
+    // The reverse of the forward's exchanges: the output gradients to the experts' ranks, the input
+    // gradients back. The expert weight gradients stay here (summed over replicas by the trainer).
+    const ExpertParallelLayer& ep = ep_layers_[static_cast<size_t>(p.moe_index)];
+    ensure_expert_scratch(ep.rows);
+    const size_t R = ep_scratch_rows_;
+    float* dout = ep_scratch_;
+    float* din = dout + R * C;
+    float* dh = din + R * C;
+    float* dact = dh + R * static_cast<size_t>(cfg_.expert_in_width());
+    exchange_->exchange(a.dmoe_out, ep.send_bytes, dout, ep.recv_bytes);
+    experts_backward(p, ep.blocks, din, dh, dact, dout, ep.in, ep.h, ep.act);
+    exchange_->exchange(din, ep.recv_bytes, a.dmoe_in, ep.send_bytes);
   }
   if (m.shared_expert) {
     ops_.moe_gather_backward(a.dtmp, a.dmoe_in, s.slot_of, N, K, C);
@@ -113,6 +122,106 @@ void GPT::moe_backward(int layer, int N) {
                            aux_scale, z_scale, N, E, K, m.renormalize);
   ops_.matmul_backward(a.dtmp, grad(p.router), nullptr, a.drouter, s.ln2, param(p.router), N, C, E);
   ops_.residual_forward(a.dln, a.dln, a.dtmp, NC);
+}
+
+std::vector<GPT::ExpertBlock> GPT::whole_model_blocks(const std::vector<int32_t>& counts) const {
+  std::vector<ExpertBlock> blocks;
+  size_t first = 0;
+  for (size_t e = 0; e < static_cast<size_t>(cfg_.moe.experts); ++e) {
+    blocks.push_back({e, counts[e], first});
+    first += static_cast<size_t>(counts[e]);
+  }
+  return blocks;
+}
+
+void GPT::experts_forward(const LayerParams& p, const std::vector<ExpertBlock>& blocks, const float* in, float* h,
+                          float* act, float* out) {
+  const size_t C = static_cast<size_t>(cfg_.d_model), EH = static_cast<size_t>(cfg_.expert_hidden()),
+               EIN = static_cast<size_t>(cfg_.expert_in_width());
+  const bool swiglu = cfg_.moe.activation == MlpActivation::SwiGlu;
+  for (const ExpertBlock& b : blocks) {
+    if (b.rows == 0) continue;
+    const size_t o = b.first_row;
+    mlp_forward(out + o * C, h + o * EIN, act + o * EH, in + o * C, p.expert_fc[b.local], npos, p.expert_proj[b.local],
+                npos, swiglu, b.rows);
+  }
+}
+
+void GPT::experts_backward(const LayerParams& p, const std::vector<ExpertBlock>& blocks, float* din, float* dh,
+                           float* dact, const float* dout, const float* in, const float* h, const float* act) {
+  const size_t C = static_cast<size_t>(cfg_.d_model), EH = static_cast<size_t>(cfg_.expert_hidden()),
+               EIN = static_cast<size_t>(cfg_.expert_in_width());
+  const bool swiglu = cfg_.moe.activation == MlpActivation::SwiGlu;
+  for (const ExpertBlock& b : blocks) {
+    if (b.rows == 0) continue;
+    const size_t o = b.first_row;
+    mlp_backward(din + o * C, dh + o * EIN, dact + o * EH, dout + o * C, in + o * C, h + o * EIN, act + o * EH,
+                 p.expert_fc[b.local], npos, p.expert_proj[b.local], npos, swiglu, b.rows);
+  }
+}
+
+// ---- expert parallelism ----
+
+void GPT::set_expert_exchange(ExpertExchange* exchange) {
+  if (exchange && exchange->size() != options_.expert_ranks)
+    throw Error("GPT::set_expert_exchange: a group of " + std::to_string(exchange->size()) + " ranks for a model split "
+                "over " + std::to_string(options_.expert_ranks));
+  if (exchange && exchange->rank() != options_.expert_rank)
+    throw Error("GPT::set_expert_exchange: group rank " + std::to_string(exchange->rank()) + " for the model of expert "
+                "rank " + std::to_string(options_.expert_rank));
+  exchange_ = exchange;
+}
+
+size_t GPT::expert_row_floats() const {
+  return 2 * static_cast<size_t>(cfg_.d_model) + static_cast<size_t>(cfg_.expert_in_width()) +
+         static_cast<size_t>(cfg_.expert_hidden());
+}
+
+void GPT::plan_expert_exchange(const std::vector<int32_t>& counts, ExpertParallelLayer& ep) {
+  if (!exchange_) throw Error("GPT: the model is split over expert ranks but has no expert exchange");
+  const size_t G = static_cast<size_t>(options_.expert_ranks), El = static_cast<size_t>(local_experts());
+  const size_t row = static_cast<size_t>(cfg_.d_model) * sizeof(float);
+  // counts[0..E) are the kept rows per expert; group rank q holds experts [q·El, (q+1)·El).
+  std::vector<int32_t> recv(G * El);
+  const std::vector<size_t> count_bytes(G, El * sizeof(int32_t));
+  exchange_->exchange_host(counts.data(), count_bytes, recv.data(), count_bytes);
+  ep.send_bytes.assign(G, 0);
+  ep.recv_bytes.assign(G, 0);
+  ep.blocks.clear();
+  size_t r = 0;
+  for (size_t q = 0; q < G; ++q) {
+    for (size_t e = 0; e < El; ++e) ep.send_bytes[q] += static_cast<size_t>(counts[q * El + e]) * row;
+    // From group rank q: its rows for each of this rank's experts, expert after expert.
+    const size_t first = r;
+    for (size_t e = 0; e < El; ++e) {
+      const int n = recv[q * El + e];
+      if (n < 0) throw Error("GPT: expert rank " + std::to_string(q) + " announced a negative row count");
+      ep.blocks.push_back({e, n, r});
+      r += static_cast<size_t>(n);
+    }
+    ep.recv_bytes[q] = (r - first) * row;
+  }
+  ep.rows = r;
+}
+
+void GPT::ensure_expert_rows(ExpertParallelLayer& ep) {
+  if (ep.rows <= ep.capacity && ep.in) return;
+  if (ep.in) ops_.free(ep.in);
+  // Room for a quarter more than asked: the row count moves a little from step to step.
+  ep.capacity = std::max<size_t>(1, ep.rows + ep.rows / 4);
+  const size_t C = static_cast<size_t>(cfg_.d_model), EIN = static_cast<size_t>(cfg_.expert_in_width()),
+               EH = static_cast<size_t>(cfg_.expert_hidden());
+  ep.in = ops_.alloc_floats(ep.capacity * expert_row_floats());
+  ep.h = ep.in + ep.capacity * C;
+  ep.act = ep.h + ep.capacity * EIN;
+  ep.out = ep.act + ep.capacity * EH;
+}
+
+void GPT::ensure_expert_scratch(size_t rows) {
+  if (rows <= ep_scratch_rows_ && ep_scratch_) return;
+  if (ep_scratch_) ops_.free(ep_scratch_);
+  ep_scratch_rows_ = std::max<size_t>(1, rows + rows / 4);
+  ep_scratch_ = ops_.alloc_floats(ep_scratch_rows_ * expert_row_floats());
 }
 
 // ---- load-balancing bookkeeping ----

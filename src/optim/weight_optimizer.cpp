@@ -37,6 +37,8 @@ WeightOptimizer::WeightOptimizer(Ops& ops, std::vector<OptimTensor> tensors, con
   v_.assign(n_tensors, nullptr);
   code_pos_.assign(n_tensors, 0);
   scale_pos_.assign(n_tensors, 0);
+  for (size_t i = 0; i < n_tensors; ++i)
+    if (tensors_[i].id == OptimTensor::kPositionId) tensors_[i].id = i;
   if (shard_.world < 1 || shard_.rank < 0 || shard_.rank >= shard_.world)
     throw Error("optimizer: rank " + std::to_string(shard_.rank) + " of world " + std::to_string(shard_.world));
   size_t total = 0;
@@ -194,7 +196,7 @@ RandomKey WeightOptimizer::key(size_t i, uint32_t stream, int64_t t) const {
   RandomKey k;
   k.seed = spec_.seed;
   k.step = static_cast<uint32_t>(t);
-  k.stream_id = static_cast<uint32_t>(i) * kStreamsPerTensor + stream;
+  k.stream_id = static_cast<uint32_t>(tensors_[i].id) * kStreamsPerTensor + stream;
   return k;
 }
 

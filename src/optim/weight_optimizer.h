@@ -46,6 +46,11 @@ struct OptimTensor {
   float* value = nullptr;
   const float* grad = nullptr;  // backend memory
   size_t offset = 0;            // in floats, in the flat parameter space (GPT::tensors()); ZeRO-1 cuts it
+  // The tensor's id in the whole model (ParamTensor::global_index): keys its stochastic rounding,
+  // so a rank holding only some experts draws the bits one process holding all would.
+  // kPositionId: its position in this list.
+  static constexpr size_t kPositionId = static_cast<size_t>(-1);
+  size_t id = kPositionId;
 };
 
 // ZeRO-1: this rank of `world` updates, and keeps moments for, only its own contiguous range of

@@ -132,14 +132,20 @@ MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const
     plan.v_bytes = adam ? largest * state_size : 0;
   }
   plan.activation_bytes = GPT::activation_layout_bytes(mcfg, tr.quantized ? quant : GPT::LinearQuantization{},
-                                                       backend.attention_saved_floats, B, T);
+                                                       backend.attention_saved_floats, B, T, layout.ep > 1);
   // Quantized modes feed the forward through a dequantized-weight scratch of the largest one.
   if (tr.quantized) plan.activation_bytes += max_linear * sizeof(float);
-  // Expert parallelism: a send and a receive buffer of the dispatched rows (N·top_k rows of d_model
-  // fp32), reused by the combine and the backward.
-  if (layout.ep > 1)
-    plan.activation_bytes += 2 * static_cast<size_t>(B) * static_cast<size_t>(T) *
-                             static_cast<size_t>(mcfg.moe.top_k) * static_cast<size_t>(mcfg.d_model) * sizeof(float);
+  // Expert parallelism: the rows a rank's experts receive live in buffers of their own (input,
+  // first GEMM, activation, output per MoE layer, and one backward scratch of the same four kinds),
+  // grown to a quarter above the most rows seen. Balanced routing sends each rank N·top_k rows per
+  // layer; an unbalanced router sends more (at worst ep times as many).
+  if (layout.ep > 1) {
+    const size_t rows = static_cast<size_t>(B) * static_cast<size_t>(T) * static_cast<size_t>(mcfg.moe.top_k);
+    const size_t row_floats = 2 * static_cast<size_t>(mcfg.d_model) + static_cast<size_t>(mcfg.expert_in_width()) +
+                              static_cast<size_t>(mcfg.expert_hidden());
+    plan.activation_bytes +=
+        (static_cast<size_t>(mcfg.moe_layer_count()) + 1) * (rows + rows / 4) * row_floats * sizeof(float);
+  }
   if (external && backend.cpu_scratch) plan.optimizer_scratch_bytes = 4 * max_panel * sizeof(float);
   // The CPU multiplies a quantized weight by quantized activations after dequantizing both (at
   // most B·T rows: an expert sees each token once).

@@ -1,5 +1,6 @@
 #include "train/model_weights.h"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <vector>
@@ -30,12 +31,17 @@ OptimizerSpec optimizer_spec_from(const Config& cfg) {
 }
 
 ModelWeights::ModelWeights(const ModelConfig& mcfg, Ops& ops, const OptimizerSpec& spec, bool quantize_activations,
-                           bool fp8_backward, OptimizerShard shard)
-    : mcfg_(mcfg), ops_(ops) {
+                           bool fp8_backward, OptimizerShard shard, ExpertSplit experts)
+    : mcfg_(mcfg), ops_(ops), experts_(experts) {
   const WeightModeTraits tr = traits_of(spec.mode);
   external_ = tr.quantized && !tr.master;
+  if (experts.ranks > 1 && shard.world > 1)
+    throw ConfigError("dist.zero: ZeRO-1 together with expert parallelism (dist.ep > 1) is not supported yet; use "
+                      "dist.zero=0 or dist.ep=1");
   GptOptions opts;
   opts.external_linear_weights = external_;
+  opts.expert_rank = experts.rank;
+  opts.expert_ranks = experts.ranks;
   model_ = std::make_unique<GPT>(mcfg_, ops_, opts);
   std::vector<OptimTensor> tensors;
   for (const ParamTensor& p : model_->tensors()) {
@@ -48,6 +54,7 @@ ModelWeights::ModelWeights(const ModelConfig& mcfg, Ops& ops, const OptimizerSpe
     t.value = external_ && t.quantize ? nullptr : model_->params() + p.offset;
     t.grad = model_->grads() + p.offset;
     t.offset = p.offset;
+    t.id = p.global_index;
     tensors.push_back(std::move(t));
   }
   optim_ = std::make_unique<WeightOptimizer>(ops_, std::move(tensors), spec, shard);
@@ -135,14 +142,45 @@ void ModelWeights::save(CheckpointWriter& w) const {
   if (!bias.empty()) w.add_blob("expert_bias.f32", bias.data(), bias.size() * sizeof(float));
 }
 
+std::vector<CheckpointTensor> ModelWeights::checkpoint_layout() const {
+  GptOptions whole = model_->options();
+  whole.expert_rank = 0;
+  whole.expert_ranks = 1;
+  const std::vector<ParamTensor> all = GPT::parameter_tensors(mcfg_, whole);
+  const std::vector<ParamTensor>& mine = model_->tensors();
+  const int per_rank = mcfg_.moe.experts / std::max(1, experts_.ranks);
+  std::vector<CheckpointTensor> layout(all.size());
+  for (size_t i = 0; i < mine.size(); ++i) layout[mine[i].global_index].local = i;
+  for (size_t g = 0; g < all.size(); ++g) {
+    CheckpointTensor& t = layout[g];
+    if (all[g].kind != ParamKind::Expert) continue;
+    // The first expert-parallel group (world ranks 0 .. ep-1) writes: group rank q holds experts
+    // [q·per_rank, (q+1)·per_rank).
+    t.owner = all[g].expert / per_rank;
+    // Every expert of a layer has the same shape and format: this rank's first expert in the same
+    // layer and role has the same piece sizes.
+    const std::string& name = all[g].name;
+    const size_t at = name.find(".expert.") + 8, dot = name.find('.', at);
+    const std::string twin = name.substr(0, at) + std::to_string(experts_.rank * per_rank) + name.substr(dot);
+    for (size_t i = 0; i < mine.size(); ++i)
+      if (mine[i].name == twin) t.twin = i;
+    if (t.twin == CheckpointTensor::npos) throw Error("checkpoint layout: no tensor " + twin + " on this rank");
+  }
+  for (size_t g = 0; g < all.size(); ++g)
+    if (layout[g].local != CheckpointTensor::npos) layout[g].twin = layout[g].local;
+  return layout;
+}
+
 void ModelWeights::save(CheckpointWriter* w, Communicator& comm) const {
-  save_optimizer_state(*optim_, ops_, w, comm);
+  if (experts_.ranks > 1) save_optimizer_state(*optim_, ops_, w, comm, checkpoint_layout());
+  else save_optimizer_state(*optim_, ops_, w, comm);
   const std::vector<float>& bias = model_->expert_bias();
   if (!bias.empty() && w && comm.rank() == 0) w->add_blob("expert_bias.f32", bias.data(), bias.size() * sizeof(float));
 }
 
 void ModelWeights::load(const LoadedCheckpoint& ckpt) {
-  load_optimizer_state(*optim_, ops_, ckpt);
+  if (experts_.ranks > 1) load_optimizer_state(*optim_, ops_, ckpt, checkpoint_layout());
+  else load_optimizer_state(*optim_, ops_, ckpt);
   std::vector<float> bias(model_->expert_bias().size());
   if (bias.empty()) return;
   if (!ckpt.has_blob("expert_bias.f32"))

@@ -4,6 +4,7 @@
 // weights, initialises / imports / exports weights, and checkpoints everything.
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 #include "dist/communicator.h"
@@ -14,14 +15,22 @@ namespace eco {
 
 class CheckpointWriter;
 struct LoadedCheckpoint;
+struct CheckpointTensor;
 
 OptimizerSpec optimizer_spec_from(const Config& cfg);
+
+// Expert parallelism: this rank's place in its expert-parallel group of `ranks`.
+struct ExpertSplit {
+  int rank = 0;
+  int ranks = 1;
+};
 
 class ModelWeights : private LinearWeightSource {
  public:
   // shard: ZeRO-1's rank and world (the optimizer updates and keeps moments for its rows only).
+  // experts: expert parallelism, this rank's place in its group (the model holds its experts only).
   ModelWeights(const ModelConfig& mcfg, Ops& ops, const OptimizerSpec& spec, bool quantize_activations,
-               bool fp8_backward, OptimizerShard shard = {});
+               bool fp8_backward, OptimizerShard shard = {}, ExpertSplit experts = {});
 
   GPT& model() { return *model_; }
   WeightOptimizer& optimizer() { return *optim_; }
@@ -40,7 +49,8 @@ class ModelWeights : private LinearWeightSource {
   // of the whole state. The blob layout is the same for every backend, so a CPU checkpoint
   // resumes on the GPU and back. load: CheckpointError on any size or value mismatch.
   void save(CheckpointWriter& w) const;
-  // ZeRO-1: every rank calls it, rank 0 with its writer (nullptr elsewhere); see optimizer_checkpoint.h.
+  // ZeRO-1 or expert parallelism: every rank calls it, rank 0 with its writer (nullptr elsewhere);
+  // see optimizer_checkpoint.h. The checkpoint is the one a single process would write.
   void save(CheckpointWriter* w, Communicator& comm) const;
   void load(const LoadedCheckpoint& ckpt);
 
@@ -48,12 +58,15 @@ class ModelWeights : private LinearWeightSource {
   void linear_weight_values(size_t tensor_index, float* out) const override;
   const QuantRef* linear_weight_quant(size_t tensor_index) const override;
   void quantize_initial_weights(const GPT& source, uint64_t seed, bool from_source);
+  // Where each tensor of the whole model is, for checkpoints (expert parallelism).
+  std::vector<CheckpointTensor> checkpoint_layout() const;
 
   ModelConfig mcfg_;
   Ops& ops_;
   bool external_ = false;
   std::unique_ptr<GPT> model_;
   std::unique_ptr<WeightOptimizer> optim_;
+  ExpertSplit experts_;
 };
 
 }  // namespace eco

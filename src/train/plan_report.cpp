@@ -215,12 +215,12 @@ std::string plan_report(const Config& cfg, int world) {
 
   out += "\nassumptions:\n";
   if (layout.ep > 1)
-    out += "- dist.ep > 1 is planned, not implemented yet (the trainer refuses it): the layout below is DESIGN.md's "
-           "section 6\n";
+    out += "- dist.ep > 1 runs ZeRO-1 off (the trainer refuses both together for now); the ZeRO-1 figures under "
+           "expert parallelism are the planned layout\n";
   out += "- activations: the " + device + " backend's buffer for one micro-batch" +
          (device == "cuda" ? " (attention keeps B*heads*T log-sum-exp floats)" : " (attention keeps B*heads*T*T probabilities)") +
          ", balanced routing (each rank's experts see batch*top_k rows)" +
-         (layout.ep > 1 ? ", plus send and receive buffers of the all-to-all" : "") + "\n";
+         (layout.ep > 1 ? ", plus the receiving experts' row buffers (a quarter of headroom; an unbalanced router needs more)" : "") + "\n";
   out += "- dist.zero 1 shards m and v as the trainer does (one row-aligned range of the flat parameter space per "
          "rank, the largest shown; per tensor under expert parallelism); masters, weights, codes, scales and the "
          "gradient buffer stay whole on every rank\n";

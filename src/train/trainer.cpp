@@ -18,6 +18,7 @@
 #include "data/loader.h"
 #include "data/tokenizer.h"
 #include "dist/data_parallel.h"
+#include "dist/expert_parallel.h"
 #include "dist/nccl_communicator.h"
 #ifdef ECO_WITH_CUDA
 #include "cuda/cuda_ops.h"
@@ -93,6 +94,7 @@ LrSchedule schedule_from(const Config& cfg) {
 struct StepScalars {
   double loss_sum = 0.0;    // Σ over micro-batches of their mean loss
   double grad_norm_sq = 0.0;
+  double expert_norm_sq = 0.0;  // expert parallelism: Σ g² of this rank's experts (the rest in grad_norm_sq)
   int64_t bad_weights = 0;  // weights an update made non-finite (since the last check)
 };
 
@@ -158,6 +160,17 @@ class TrainingRun {
   std::unique_ptr<Communicator> device_comm_;
   Communicator* grad_comm_ = nullptr;  // what moves gradients and weights: device_comm_ or comm_
   std::unique_ptr<GradientAllReduce> grad_sync_;
+  // Expert parallelism (dist.ep > 1): the groups over comm_ (counts, norms) and over the device
+  // communicator when there is one (rows, gradients), the model's exchange, and the sum of the
+  // expert gradients over their replicas (grad_sync_ then sums only the tensors every rank holds).
+  int ep_ = 1;
+  ExpertParallelGroups ep_host_, ep_device_;
+  std::unique_ptr<CommunicatorExpertExchange> expert_exchange_;
+  std::unique_ptr<GradientAllReduce> expert_grad_sync_;
+  bool cpu_backend_ = true;
+  // The optimizer's update is split over ranks (ZeRO-1 rows, or experts): every rank takes part in
+  // a checkpoint, and the count of weights an update broke is summed over the ranks.
+  bool split_updates() const { return zero_ != nullptr || ep_ > 1; }
   std::unique_ptr<Zero1> zero_;            // dist.zero=1 on more than one rank: replaces grad_sync_
   std::vector<GatherRegion> zero_regions_;  // what zero_ all-gathers after each update
   uint64_t gather_bytes_sent_ = 0;         // by this rank, in ZeRO-1's weight all-gathers
@@ -184,15 +197,19 @@ void TrainingRun::setup() {
   backend.threads = cfg_.get_int32("train.threads");
   if (backend.device == "cuda") backend.cuda_device = local_gpu(comm_);  // collective
   ops_ = make_backend(backend);
+  cpu_backend_ = backend.device == "cpu";
 
   mcfg_ = model_config_from(cfg_);
   if (T_ > mcfg_.max_seq_len)
     throw ConfigError("train.seq_len: " + std::to_string(T_) + " exceeds model.max_seq_len (" +
                       std::to_string(mcfg_.max_seq_len) + ")");
-  // Expert parallelism is not built yet: refuse it rather than train differently from what the
-  // config says.
-  if (cfg_.get_int("dist.ep") != 1)
-    throw ConfigError("dist.ep: expert parallelism is not implemented yet; use dist.ep=1");
+  ep_ = cfg_.get_int32("dist.ep");
+  if (ep_ > 1 && world_ % ep_ != 0)
+    throw ConfigError("dist.ep " + std::to_string(ep_) + " does not divide the world size " + std::to_string(world_) +
+                      "; launch a multiple of dist.ep ranks");
+  if (ep_ > 1 && cfg_.get_int("dist.zero") == 1)
+    throw ConfigError("dist.zero: ZeRO-1 together with expert parallelism (dist.ep > 1) is not supported yet; use "
+                      "dist.zero=0 or dist.ep=1");
   check_memory();
   // Each rank reads its B windows of every global batch (data/loader.h), so the ranks together see
   // exactly the batches one process with batch_size world*B would.
@@ -204,9 +221,11 @@ void TrainingRun::setup() {
   // ZeRO-1 (docs/distributed.md): each rank updates, and keeps moments for, its range of the
   // parameters; with one rank it is plain training.
   const bool zero = cfg_.get_int("dist.zero") == 1 && world_ > 1;
+  if (ep_ > 1) ep_host_ = split_expert_parallel(comm_, ep_);  // collective
   weights_ = std::make_unique<ModelWeights>(mcfg_, *ops_, optimizer_spec_from(cfg_),
                                             cfg_.get_bool("optim.quantize_activations"), cfg_.get_bool("optim.fp8_backward"),
-                                            zero ? OptimizerShard{comm_.rank(), world_} : OptimizerShard{});
+                                            zero ? OptimizerShard{comm_.rank(), world_} : OptimizerShard{},
+                                            ExpertSplit{ep_host_.group_rank, ep_});
   model_ = &weights_->model();
   if (backend.device == "cuda") {
     CUstream_st* compute = nullptr;
@@ -223,6 +242,14 @@ void TrainingRun::setup() {
     zero_regions_ = weights_->optimizer().gather_regions();
   } else {
     grad_sync_ = std::make_unique<GradientAllReduce>(*grad_comm_, *ops_, /*host_buffers=*/in_place);
+  }
+  if (ep_ > 1) {
+    if (device_comm_) ep_device_ = split_expert_parallel(*device_comm_, ep_);  // collective
+    const ExpertParallelGroups& rows = device_comm_ ? ep_device_ : ep_host_;
+    expert_exchange_ = std::make_unique<CommunicatorExpertExchange>(*ep_host_.experts, *rows.experts, *ops_, in_place);
+    model_->set_expert_exchange(expert_exchange_.get());
+    if (rows.replicas->world() > 1)
+      expert_grad_sync_ = std::make_unique<GradientAllReduce>(*rows.replicas, *ops_, /*host_buffers=*/in_place);
   }
   const std::string init_from = cfg_.get_string("model.init_from");
   if (!init_from.empty()) {
@@ -258,10 +285,15 @@ void TrainingRun::print_plan() const {
                schedule_.peak_lr,
                cfg_.get_string("optim.schedule"), schedule_.warmup_steps, ops_->describe(),
                train_loader_->num_windows(), val_loader_->num_windows());
-  if (world_ > 1 && !zero_)
+  if (world_ > 1 && !zero_ && ep_ == 1)
     spdlog::info("data parallel over {} ranks ({}): each step sums {} gradient floats ({}) over the ranks in rank order",
                  world_, comm_.describe(), model_->num_params(),
                  format_bytes(4.0 * static_cast<double>(model_->num_params())));
+  if (ep_ > 1)
+    spdlog::info("expert parallel: {} groups of {} ranks; this rank holds experts {}..{} of each MoE layer ({} replicas "
+                 "each); every rank's tensors are summed over the {} ranks, the experts' over their replicas",
+                 world_ / ep_, ep_, ep_host_.group_rank * (mcfg_.moe.experts / ep_),
+                 (ep_host_.group_rank + 1) * (mcfg_.moe.experts / ep_) - 1, world_ / ep_, world_);
   if (zero_) {
     size_t gathered = 0;
     for (const GatherRegion& g : zero_regions_) gathered += g.bytes[static_cast<size_t>(comm_.rank())];
@@ -277,7 +309,13 @@ void TrainingRun::check_memory() const {
   GPT::LinearQuantization q;
   q.quantize_activations = cfg_.get_bool("optim.quantize_activations");
   q.quantize_output_grads = cfg_.get_bool("optim.fp8_backward");
-  const MemoryPlan plan = plan_memory(mcfg_, optimizer_spec_from(cfg_), q, *ops_, B_, T_);
+  RankLayout layout;
+  layout.world = world_;
+  layout.ep = ep_;
+  layout.zero = cfg_.get_int("dist.zero") == 1 && world_ > 1;
+  const MemoryPlan plan =
+      plan_memory(mcfg_, optimizer_spec_from(cfg_), q,
+                  BackendFootprint{ops_->attention_saved_floats(B_, T_, mcfg_.n_head), cpu_backend_}, B_, T_, layout);
   const MemoryLimit limit = memory_limit();
   check_memory_fits(plan, limit);
   if (limit.bytes && plan.total() > limit.bytes / 10 * 8)
@@ -386,12 +424,15 @@ double TrainingRun::evaluate(int64_t step) {
 
 void TrainingRun::sample(int64_t step) {
   const int n_new = cfg_.get_int32("train.sample_tokens");
-  if (n_new <= 0 || !root_) return;  // every rank would print the same text
+  // Every rank would print the same text; under expert parallelism every rank computes it (the
+  // forward needs every expert) and rank 0 prints it.
+  if (n_new <= 0 || (!root_ && ep_ == 1)) return;
   // Prompt: the first tokens of the validation set, so every sample starts from the same text.
   val_loader_->reset();
   val_loader_->next_batch(inputs_.data(), targets_.data());
   std::vector<int32_t> prompt(inputs_.begin(), inputs_.begin() + std::min(8, T_));
   std::vector<int32_t> out = sample_tokens(*model_, prompt, n_new, T_, seed_ * 1000003ull + static_cast<uint64_t>(step));
+  if (!root_) return;
   auto render = [&](const std::vector<int32_t>& ids) {
     if (tokenizer_) {
       std::vector<uint32_t> u(ids.begin(), ids.end());
@@ -414,7 +455,7 @@ StepScalars TrainingRun::read_scalars() const {
 void TrainingRun::check_updates_finite() const {
   if (!scalars_) return;
   StepScalars s = read_scalars();
-  if (zero_) {  // each rank counted its own rows: every rank must see the sum, and stop together
+  if (split_updates()) {  // each rank counted its own rows or experts: every rank must see the sum, and stop together
     double bad = static_cast<double>(s.bad_weights);
     comm_.all_reduce_sum(&bad, 1);
     s.bad_weights = static_cast<int64_t>(bad);
@@ -436,13 +477,13 @@ void TrainingRun::throw_if_bad_update(const StepScalars& s) const {
 void TrainingRun::save_checkpoint(int64_t step) {
   check_updates_finite();
   run_collectively(comm_, "writing checkpoint " + std::to_string(step), [&] {
-    if (root_ || zero_) write_checkpoint(step);
+    if (root_ || split_updates()) write_checkpoint(step);
   });
 }
 
 void TrainingRun::write_checkpoint(int64_t step) {
   std::unique_ptr<CheckpointWriter> writer;
-  if (zero_) {
+  if (split_updates()) {
     std::exception_ptr failed;
     if (root_) {
       try {
@@ -601,6 +642,22 @@ int TrainingRun::execute() {
       s.loss_sum = sums[0];
       s.grad_norm_sq = sums[1];
       s.bad_weights = static_cast<int64_t>(sums[2]);
+    } else if (ep_ > 1) {
+      // Expert parallelism: the tensors every rank holds are summed over the world, each expert
+      // over its replicas; the norm is theirs plus the experts' squares summed over the group.
+      const size_t common = model_->expert_param_begin();
+      grad_sync_->all_reduce(model_->grads(), common);
+      if (expert_grad_sync_) expert_grad_sync_->all_reduce(model_->grads() + common, n - common);
+      grad_bytes_sent_ += grad_comm_->bytes_sent() - sent_before;
+      ops_->accumulate_sum_squares(&scalars_->grad_norm_sq, model_->grads(), common);
+      ops_->accumulate_sum_squares(&scalars_->expert_norm_sq, model_->grads() + common, n - common);
+      s = read_scalars();  // the step's one host read
+      ep_host_.experts->all_reduce_sum(&s.expert_norm_sq, 1);
+      s.grad_norm_sq += s.expert_norm_sq;
+      double sums[2] = {s.loss_sum, static_cast<double>(s.bad_weights)};
+      comm_.all_reduce_sum(sums, 2);
+      s.loss_sum = sums[0];
+      s.bad_weights = static_cast<int64_t>(sums[1]);
     } else {
       grad_sync_->all_reduce(model_->grads(), n);
       grad_bytes_sent_ += grad_comm_->bytes_sent() - sent_before;
@@ -681,6 +738,11 @@ int TrainingRun::execute() {
                  "in all-gathers ((W-1) x {} stored bytes)",
                  world_, sums[0] / static_cast<double>(steps_this_run_), sums[1] / static_cast<double>(updates_this_run_),
                  stored);
+  } else if (ep_ > 1 && steps_this_run_ > 0) {
+    spdlog::info("expert parallel: rank 0 sent {} gradient bytes and {} bytes of token rows (forward and backward "
+                 "all-to-all, with evaluation) per step, {} bytes in all",
+                 grad_bytes_sent_ / static_cast<uint64_t>(steps_this_run_),
+                 expert_exchange_->row_bytes_sent() / static_cast<uint64_t>(steps_this_run_), comm_.bytes_sent());
   } else if (world_ > 1 && steps_this_run_ > 0)
     spdlog::info("data parallel: rank 0 sent {} gradient bytes per step (2(W-1)/W x 4 x {} params), {} bytes in all",
                  grad_bytes_sent_ / static_cast<uint64_t>(steps_this_run_), n, comm_.bytes_sent());

@@ -189,6 +189,7 @@ class TrainingRun {
   double train_seconds_ = 0;    // time in train steps of this invocation, for tokens/s and ETA
   int64_t steps_this_run_ = 0;
   uint64_t grad_bytes_sent_ = 0;  // by this rank, in the gradient all-reduces of this invocation
+  uint64_t expert_rows_sent_ = 0;  // by this rank, in the training steps' expert all-to-alls (token rows)
 };
 
 void TrainingRun::setup() {
@@ -207,9 +208,6 @@ void TrainingRun::setup() {
   if (ep_ > 1 && world_ % ep_ != 0)
     throw ConfigError("dist.ep " + std::to_string(ep_) + " does not divide the world size " + std::to_string(world_) +
                       "; launch a multiple of dist.ep ranks");
-  if (ep_ > 1 && cfg_.get_int("dist.zero") == 1)
-    throw ConfigError("dist.zero: ZeRO-1 together with expert parallelism (dist.ep > 1) is not supported yet; use "
-                      "dist.zero=0 or dist.ep=1");
   check_memory();
   // Each rank reads its B windows of every global batch (data/loader.h), so the ranks together see
   // exactly the batches one process with batch_size world*B would.
@@ -622,11 +620,13 @@ int TrainingRun::execute() {
     model_->zero_grad();
     model_->reset_moe_totals();
     ops_->fill_zero(scalars_, offsetof(StepScalars, bad_weights));  // loss and norm; the flag persists
+    const uint64_t rows_before = expert_exchange_ ? expert_exchange_->row_bytes_sent() : 0;
     for (int micro = 0; micro < accum_; ++micro) {
       train_loader_->next_batch(inputs_.data(), targets_.data());
       model_->forward_accumulate_loss(inputs_.data(), targets_.data(), B_, T_, &scalars_->loss_sum);
       model_->backward(loss_scale);
     }
+    if (expert_exchange_) expert_rows_sent_ += expert_exchange_->row_bytes_sent() - rows_before;
     inject_test_fault(step);
     const uint64_t sent_before = grad_comm_->bytes_sent();
     StepScalars s;
@@ -739,10 +739,10 @@ int TrainingRun::execute() {
                  world_, sums[0] / static_cast<double>(steps_this_run_), sums[1] / static_cast<double>(updates_this_run_),
                  stored);
   } else if (ep_ > 1 && steps_this_run_ > 0) {
-    spdlog::info("expert parallel: rank 0 sent {} gradient bytes and {} bytes of token rows (forward and backward "
-                 "all-to-all, with evaluation) per step, {} bytes in all",
+    spdlog::info("expert parallel: rank 0 sent {} gradient bytes and {} bytes of token rows (the all-to-alls of "
+                 "forward and backward) per step, {} bytes in all",
                  grad_bytes_sent_ / static_cast<uint64_t>(steps_this_run_),
-                 expert_exchange_->row_bytes_sent() / static_cast<uint64_t>(steps_this_run_), comm_.bytes_sent());
+                 expert_rows_sent_ / static_cast<uint64_t>(steps_this_run_), comm_.bytes_sent());
   } else if (world_ > 1 && steps_this_run_ > 0)
     spdlog::info("data parallel: rank 0 sent {} gradient bytes per step (2(W-1)/W x 4 x {} params), {} bytes in all",
                  grad_bytes_sent_ / static_cast<uint64_t>(steps_this_run_), n, comm_.bytes_sent());

@@ -2,7 +2,8 @@
 # Installs the Debian packages eco_train needs to build, test and plot (idempotent).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config git nlohmann-json3-dev libspdlog-dev libfmt-dev catch2
-      libopenblas-dev libpcre2-dev gnuplot-nox libopenmpi-dev openmpi-bin)
+      libopenblas-dev libpcre2-dev gnuplot-nox libopenmpi-dev openmpi-bin
+      python3)  # tools/ablate_stats.py (multi-seed statistics), tools/code_churn.py
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 missing=()

@@ -362,7 +362,10 @@ const void* as_bf16(const QuantRef& q, uint16_t* dst, cudaStream_t stream) {
     case QuantFormat::INT8:
       codes_to_bf16_kernel<QuantFormat::INT8><<<grid_for(n), kThreads, 0, stream>>>(dst, codes, n);
       break;
-    case QuantFormat::BF16: break;
+    case QuantFormat::BF16:
+    case QuantFormat::INT4:  // refused by refuse_lowbit before any GEMM
+    case QuantFormat::INT2:
+    case QuantFormat::TERNARY: break;
   }
   ECO_CUDA_CHECK_LAUNCH("codes_to_bf16_kernel");
   return dst;
@@ -479,6 +482,8 @@ void CudaOps::matmul_backward(float* dinp, float* dweight, float* dbias, const f
 
 void CudaOps::quantized_matmul_forward(float* out, const QuantRef& a, const QuantRef& w, const float* bias, int N,
                                        int K, int OC) {
+  refuse_lowbit(a);
+  refuse_lowbit(w);
   if (a.rows != static_cast<size_t>(N) || a.cols != static_cast<size_t>(K) || w.rows != static_cast<size_t>(OC) ||
       w.cols != static_cast<size_t>(K))
     throw Error("quantized_matmul_forward: operands " + std::to_string(a.rows) + "x" + std::to_string(a.cols) +

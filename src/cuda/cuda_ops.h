@@ -16,6 +16,7 @@
 #include <string>
 #include <tuple>
 
+#include "core/error.h"
 #include "model/ops.h"
 
 namespace eco::cuda {
@@ -122,5 +123,14 @@ class CudaOps final : public Ops {
 // "fp8 cuBLASLt (OUTER_VEC_32F)", "bf16 fallback: <why>", "fp32 (block scales)". For tests and
 // benchmarks, which report the path next to their figures.
 std::string quantized_matmul_path(int device, const QuantRef& a, const QuantRef& w, int N, int K, int OC);
+
+// The packed low-bit weight formats (INT4, INT2, ternary) have no CUDA kernels yet: a ConfigError
+// that says so for a QuantRef in one of them (docs/lowbit.md "Low-bit weights in training").
+inline void refuse_lowbit(const QuantRef& q) {
+  if (q.lowbit())
+    throw ConfigError(std::string("optim.weight_format ") + to_string(q.format) +
+                      " runs on the CPU backend only for now (train.device=cpu); the CUDA backend has no low-bit "
+                      "weight kernels");
+}
 
 }  // namespace eco::cuda

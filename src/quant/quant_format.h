@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/error.h"
 #include "core/hd.h"
 #include "quant/bf16.h"
 #include "quant/fp8.h"
@@ -11,10 +12,13 @@
 
 namespace eco {
 
-enum class QuantFormat : uint8_t { E4M3, E5M2, BF16, INT8 };
+// INT4, INT2 and TERNARY are the packed sub-byte weight formats of quant/lowbit.h (2 or 4 codes a
+// byte, rows byte-aligned, their own scale rules): they have no Codec<F> and go through the
+// lowbit_* functions of quant/lowbit_tensor.h instead (docs/lowbit.md).
+enum class QuantFormat : uint8_t { E4M3, E5M2, BF16, INT8, INT4, INT2, TERNARY };
 enum class Rounding : uint8_t { RTN, SR };
 
-// Config spelling: "e4m3", "e5m2", "bf16", "int8" / "rtn", "sr".
+// Config spelling: "e4m3", "e5m2", "bf16", "int8", "int4", "int2", "ternary" / "rtn", "sr".
 const char* to_string(QuantFormat f);
 const char* to_string(Rounding r);
 QuantFormat parse_quant_format(const std::string& name);  // throws ConfigError
@@ -68,18 +72,29 @@ struct Codec<QuantFormat::INT8> {
 };
 
 // Runtime properties, for host code that holds the format as a value.
+inline bool is_lowbit(QuantFormat f) {
+  return f == QuantFormat::INT4 || f == QuantFormat::INT2 || f == QuantFormat::TERNARY;
+}
+// Bytes of one code of the byte-addressed formats (a packed low-bit row has its own size:
+// LowbitLayout::row_bytes()).
 inline size_t code_size_bytes(QuantFormat f) { return f == QuantFormat::BF16 ? 2 : 1; }
 inline bool format_is_scaled(QuantFormat f) { return f != QuantFormat::BF16; }
 float format_max(QuantFormat f);
 
-// Calls fn(Codec<F>{}) for the runtime format f: one switch per tensor, not per element.
+// Calls fn(Codec<F>{}) for the runtime format f: one switch per tensor, not per element. The
+// packed low-bit formats have no Codec: eco::Error.
 template <class Fn>
 decltype(auto) dispatch_format(QuantFormat f, Fn&& fn) {
+  if (is_lowbit(f))
+    throw Error(std::string("dispatch_format: ") + to_string(f) + " is a packed low-bit format (quant/lowbit_tensor.h)");
   switch (f) {
     case QuantFormat::E4M3: return fn(Codec<QuantFormat::E4M3>{});
     case QuantFormat::E5M2: return fn(Codec<QuantFormat::E5M2>{});
     case QuantFormat::BF16: return fn(Codec<QuantFormat::BF16>{});
-    case QuantFormat::INT8: break;
+    case QuantFormat::INT8:
+    case QuantFormat::INT4:
+    case QuantFormat::INT2:
+    case QuantFormat::TERNARY: break;
   }
   return fn(Codec<QuantFormat::INT8>{});
 }

@@ -24,6 +24,13 @@ typename C::Code* codes_of(uint8_t* c8, uint16_t* c16) {
   }
 }
 
+// The packed low-bit formats have their own layer (quant/lowbit_tensor.h).
+void refuse_lowbit(QuantFormat f) {
+  if (is_lowbit(f))
+    throw Error(std::string("QuantTensor: ") + to_string(f) +
+                " is a packed low-bit format; use LowbitTensor / lowbit_quantize_rows (quant/lowbit_tensor.h)");
+}
+
 size_t count_non_finite(const float* x, size_t n) {
   size_t bad = 0;
 #pragma omp parallel for schedule(static) reduction(+ : bad) if (n >= kParallelMinElements)
@@ -42,6 +49,7 @@ void for_each_scale_span(const ScaleLayout& layout, Fn&& fn) {
 QuantTensor::QuantTensor(size_t rows, size_t cols, QuantFormat format, ScaleGranularity granularity,
                          bool pow2_scales)
     : format_(format), layout_{granularity, rows, cols}, pow2_scales_(pow2_scales) {
+  refuse_lowbit(format);
   if (format == QuantFormat::BF16) {
     own_codes16_.assign(rows * cols, 0);
   } else {
@@ -53,6 +61,7 @@ QuantTensor::QuantTensor(size_t rows, size_t cols, QuantFormat format, ScaleGran
 
 QuantTensor QuantTensor::view(void* codes, float* scales, size_t rows, size_t cols, QuantFormat format,
                               ScaleGranularity granularity, bool pow2_scales) {
+  refuse_lowbit(format);
   QuantTensor q;
   q.format_ = format;
   q.layout_ = ScaleLayout{granularity, rows, cols};

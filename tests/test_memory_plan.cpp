@@ -92,6 +92,9 @@ TEST_CASE("the memory plan equals what the model and optimizer allocate, in ever
             spec.kind = sgdm ? OptimizerKind::Sgdm : OptimizerKind::AdamW;
             spec.state_format = sgdm ? StateFormat::Bf16 : StateFormat::Fp32;
             check_plan_matches(shape(arch, tied), spec, /*fp8_backward=*/sgdm, B, T);
+            // Block-wise states: packed codes and block parameters, tails included.
+            spec.state_format = sgdm ? StateFormat::Int8 : StateFormat::Solo3;
+            check_plan_matches(shape(arch, tied), spec, /*fp8_backward=*/sgdm, B, T);
           }
         }
       }

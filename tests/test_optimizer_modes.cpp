@@ -118,10 +118,10 @@ TEST_CASE("checkpoint round trip in every mode continues bit-identically", "[eco
   const auto root = eco_test::scratch_dir("eco_optimizer_ckpt");
   int k = 0;
   for (WeightMode mode : kAllModes) {
-    for (StateFormat states : {StateFormat::Fp32, StateFormat::Bf16}) {
+    for (StateFormat states : {StateFormat::Fp32, StateFormat::Bf16, StateFormat::Int8, StateFormat::Solo3}) {
       for (OptimizerKind kind : {OptimizerKind::AdamW, OptimizerKind::Sgdm}) {
         const OptimizerSpec spec = make_spec(mode, kind, states);
-        INFO(to_string(mode) << (states == StateFormat::Bf16 ? " bf16 states" : "") << (kind == OptimizerKind::Sgdm ? " SGDM" : ""));
+        INFO(to_string(mode) << " " << to_string(states) << " states" << (kind == OptimizerKind::Sgdm ? " SGDM" : ""));
         const float lr = kind == OptimizerKind::AdamW ? 3e-3f : 3e-2f;
         ToyRun a(kCkptShapes, spec, 41);
         for (int t = 1; t <= 3; ++t) a.step(lr, t);

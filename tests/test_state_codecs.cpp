@@ -351,11 +351,12 @@ TEST_CASE("bytes per parameter are exact, scales and packing included", "[state]
   CHECK(block_state_bytes_per_param(BlockStateFormat::Solo4) == 1.09375);
   CHECK(block_state_bytes_per_param(BlockStateFormat::Solo3) == 0.84375);
   CHECK(block_state_bytes_per_param(BlockStateFormat::Solo2) == 0.59375);
-  // n = 1000: 8 blocks; codes ceil(1000·b/8) bytes.
-  CHECK(m_state_bytes(3, 1000) == 375 + 32);
-  CHECK(v_state_bytes(3, 1000) == 375 + 64);
-  CHECK(m_state_bytes(2, 1001) == 251 + 32);
-  CHECK(v_state_bytes(8, 1) == 1 + 8);
+  // n = 1000: 8 blocks; codes ceil(1000·b/8) bytes, padded to whole floats (the block parameters
+  // follow them in one buffer).
+  CHECK(m_state_bytes(3, 1000) == 376 + 32);
+  CHECK(v_state_bytes(3, 1000) == 376 + 64);
+  CHECK(m_state_bytes(2, 1001) == 252 + 32);
+  CHECK(v_state_bytes(8, 1) == 4 + 8);
   CHECK(block_state_bytes(BlockStateFormat::Solo4, 1000) == 500 + 32 + 500 + 64);
   for (int bits : kAllBits)
     for (size_t n : {size_t{5}, size_t{128}, size_t{1000}}) {

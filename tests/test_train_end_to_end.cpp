@@ -183,19 +183,23 @@ TEST_CASE("a diverging run skips non-finite steps, then stops with exit code 5",
 }
 
 TEST_CASE("resume is bit-exact in every optimizer mode", "[train][resume][modes]") {
-  const char* modes[] = {"bf16", "bf16_sr", "master", "master_sr", "naive", "sr", "eco", "eco_sr"};
-  for (const char* mode : modes) {
-    INFO(mode);
-    TinyRun a(std::string("e2e_mode_a_") + mode);
+  // eco_solo4: eco_sr with SOLO 4-bit block-wise states (optim.state_format solo4).
+  const char* modes[] = {"bf16", "bf16_sr", "master", "master_sr", "naive", "sr", "eco", "eco_sr", "eco_solo4"};
+  for (const char* name : modes) {
+    INFO(name);
+    const bool solo = std::string(name) == "eco_solo4";
+    const char* mode = solo ? "eco_sr" : name;
+    TinyRun a(std::string("e2e_mode_a_") + name);
     a.config["optim"]["mode"] = mode;
+    if (solo) a.config["optim"]["state_format"] = "solo4";
     a.config["train"]["steps"] = 16;
     a.config["train"]["checkpoint_every"] = 8;
     a.config["train"]["sample_tokens"] = 0;
-    if (std::string(mode) == "eco_sr") a.config["optim"]["state_format"] = "bf16";  // SR moments too
+    if (std::string(name) == "eco_sr") a.config["optim"]["state_format"] = "bf16";  // SR moments too
     a.write_config();
     REQUIRE(run_command(base_cmd(a), a.dir / "log.txt") == 0);
 
-    TinyRun b(std::string("e2e_mode_b_") + mode);
+    TinyRun b(std::string("e2e_mode_b_") + name);
     b.config = a.config;
     b.config["log"]["dir"] = (b.dir / "run").string();
     b.write_config();

@@ -10,6 +10,7 @@
 #include "cpu/cpu_ops.h"
 #include "optim/grad_norm.h"
 #include "optim/moment_buffer.h"
+#include "quant/lowbit_tensor.h"
 #include "quant/quant_tensor.h"
 
 namespace eco {
@@ -20,6 +21,24 @@ constexpr int64_t kChunk = 4096;
 
 QuantTensor view_of(const QuantRef& q) {
   return QuantTensor::view(q.codes, q.scales, q.rows, q.cols, q.format, q.granularity, q.pow2_scales);
+}
+
+// Rows [r0, r1) of q from x_rows; the packed low-bit formats go through their own codecs (which
+// always encode: NaN → code 0, ±Inf → the grid's end). Returns the number of NaN/±Inf inputs.
+size_t quantize_ref_rows(const QuantRef& q, size_t r0, size_t r1, const float* x_rows, Rounding rounding,
+                         const RandomKey* key, QuantTensor::NonFinite on_non_finite) {
+  if (q.lowbit())
+    return lowbit_quantize_rows(q.lowbit_layout(), r0, r1, x_rows, rounding, key, q.scale_update,
+                                static_cast<uint8_t*>(q.codes), reinterpret_cast<uint8_t*>(q.scales));
+  return view_of(q).quantize_rows_from(r0, r1, x_rows, rounding, key, on_non_finite);
+}
+
+void dequantize_ref_rows(const QuantRef& q, size_t r0, size_t r1, float* out_rows) {
+  if (q.lowbit())
+    lowbit_dequantize_rows(q.lowbit_layout(), r0, r1, static_cast<const uint8_t*>(q.codes),
+                           reinterpret_cast<const uint8_t*>(q.scales), out_rows);
+  else
+    view_of(q).dequantize_rows(r0, r1, out_rows);
 }
 
 // ECO's error feedback over a contiguous run of elements: m += injection(w~ − ŵ). Constants by
@@ -76,13 +95,12 @@ void update_span(const OptimStepArgs& a, MomentBuffer& mb, MomentBuffer& vb, siz
 
 void CpuOps::quantize_rows(const QuantRef& q, size_t row_begin, size_t row_end, const float* x, Rounding rounding,
                            const RandomKey* key, int64_t* bad_count) {
-  QuantTensor t = view_of(q);
-  const size_t bad = t.quantize_rows_from(row_begin, row_end, x, rounding, key, QuantTensor::NonFinite::Encode);
+  const size_t bad = quantize_ref_rows(q, row_begin, row_end, x, rounding, key, QuantTensor::NonFinite::Encode);
   if (bad_count) *bad_count += static_cast<int64_t>(bad);
 }
 
 void CpuOps::dequantize_rows(float* out, const QuantRef& q, size_t row_begin, size_t row_end) {
-  view_of(q).dequantize_rows(row_begin, row_end, out);
+  dequantize_ref_rows(q, row_begin, row_end, out);
 }
 
 void CpuOps::quantized_matmul_forward(float* out, const QuantRef& a, const QuantRef& w, const float* bias, int N, int K,
@@ -106,8 +124,9 @@ void CpuOps::optimizer_step(const OptimStepArgs& a) {
                 std::to_string(a.rows) + ")");
   // The moments are indexed by tensor element (origin: the first element they hold).
   const size_t origin = a.state_row_offset * a.cols, n_state = a.rows * a.cols - origin;
-  MomentBuffer mb = MomentBuffer::view(a.m, n_state, a.state_format, origin);
-  MomentBuffer vb = MomentBuffer::view(a.v, a.kind == OptimizerKind::AdamW ? n_state : 0, a.state_format, origin);
+  MomentBuffer mb = MomentBuffer::view(a.m, n_state, a.state_format, origin, MomentKind::Signed);
+  MomentBuffer vb =
+      MomentBuffer::view(a.v, a.kind == OptimizerKind::AdamW ? n_state : 0, a.state_format, origin, MomentKind::Log);
   const size_t cols = a.cols;
 
   if (!a.master_free()) {
@@ -125,9 +144,9 @@ void CpuOps::optimizer_step(const OptimStepArgs& a) {
   }
 
   // Master-free, a panel of rows (the rows sharing scales) at a time: w = dequant(codes); the step
-  // gives w~ in fp32; w~ is re-quantized (fresh scales); for ECO the error e = w~ − dequant(codes')
-  // goes into m before m is stored.
-  QuantTensor q = view_of(a.quant);
+  // gives w~ in fp32; w~ is re-quantized (fresh scales, or the kept ones of INT2 / ternary); for ECO
+  // the error e = w~ − dequant(codes') goes into m before m is stored.
+  const QuantRef& q = a.quant;
   const size_t P = cpu_master_free_panel_rows(a.quant.granularity, a.quant.rows, a.quant.cols);
   if (a.quant.granularity == ScaleGranularity::PerTensor && (a.row_begin != 0 || a.row_end != a.rows))
     throw Error("optimizer_step: a per-tensor-scaled tensor must be updated whole");
@@ -144,13 +163,14 @@ void CpuOps::optimizer_step(const OptimStepArgs& a) {
     // Where this panel's m is updated: in place for fp32 states, else in m_tmp_ (bf16 states are
     // decoded and stored back after the ECO injection).
     float* const mt = mb.view(base, static_cast<size_t>(n), m_tmp_.data());
-    q.dequantize_rows(r0, r1, w);
+    dequantize_ref_rows(q, r0, r1, w);
     update_span(a, mb, vb, base, n, w, mt, d);
-    const size_t bad = q.quantize_rows_from(r0, r1, w, a.rounding, &a.keys.weight);
+    const size_t bad = quantize_ref_rows(q, r0, r1, w, a.rounding, &a.keys.weight, QuantTensor::NonFinite::Keep);
     if (bad != 0 && a.bad_count) *a.bad_count += static_cast<int64_t>(bad);
     // Store m; for ECO first fold in the error. One parallel region over row-aligned chunks: each
     // task dequantizes its own rows, so ECO adds no pass over the panel and no extra fork/join.
-    const size_t chunk_rows = std::max<size_t>(1, static_cast<size_t>(kChunk) / std::max<size_t>(cols, 1));
+    const size_t chunk_rows = whole_state_blocks(
+        std::max<size_t>(1, static_cast<size_t>(kChunk) / std::max<size_t>(cols, 1)), cols, r1 - r0);
     const int64_t chunks = static_cast<int64_t>((r1 - r0 + chunk_rows - 1) / chunk_rows);
     float* wq = q_tmp_.data();
     const bool adam = a.kind == OptimizerKind::AdamW;
@@ -159,7 +179,7 @@ void CpuOps::optimizer_step(const OptimStepArgs& a) {
       const size_t ra = r0 + static_cast<size_t>(c) * chunk_rows, rb = std::min(r1, ra + chunk_rows);
       const int64_t j0 = static_cast<int64_t>((ra - r0) * cols), j1 = static_cast<int64_t>((rb - r0) * cols);
       if (a.error_feedback) {
-        q.dequantize_rows(ra, rb, wq + j0);
+        dequantize_ref_rows(q, ra, rb, wq + j0);
         if (adam) inject_error_adam(j1 - j0, w + j0, wq + j0, d + j0, mt + j0, a.adam);
         else inject_error_sgdm(j1 - j0, w + j0, wq + j0, mt + j0, a.sgdm);
       }

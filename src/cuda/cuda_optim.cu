@@ -234,6 +234,9 @@ void with_codec(QuantFormat f, Fn&& fn) {
     case QuantFormat::E5M2: return fn(Codec<QuantFormat::E5M2>{});
     case QuantFormat::BF16: return fn(Codec<QuantFormat::BF16>{});
     case QuantFormat::INT8: return fn(Codec<QuantFormat::INT8>{});
+    case QuantFormat::INT4:
+    case QuantFormat::INT2:
+    case QuantFormat::TERNARY: break;  // refused by refuse_lowbit before any launch
   }
 }
 
@@ -252,6 +255,7 @@ size_t panel_rows(const QuantRef& q) {
 
 void CudaOps::quantize_rows(const QuantRef& q, size_t row_begin, size_t row_end, const float* x, Rounding rounding,
                             const RandomKey* key, int64_t* bad_count) {
+  refuse_lowbit(q);
   if (row_end <= row_begin || q.cols == 0) return;
   if (rounding == Rounding::SR && !key) throw Error("quantize_rows: stochastic rounding needs a RandomKey");
   const bool self_contained =
@@ -285,6 +289,7 @@ void CudaOps::quantize_rows(const QuantRef& q, size_t row_begin, size_t row_end,
 }
 
 void CudaOps::dequantize_rows(float* out, const QuantRef& q, size_t row_begin, size_t row_end) {
+  refuse_lowbit(q);
   if (row_end <= row_begin || q.cols == 0) return;
   const size_t n = (row_end - row_begin) * q.cols;
   with_codec(q.format, [&](auto codec) {
@@ -310,6 +315,10 @@ float* CudaOps::scratch_floats(size_t n) {
 }
 
 void CudaOps::optimizer_step(const OptimStepArgs& a) {
+  refuse_lowbit(a.quant);
+  if (is_block_state(a.state_format))
+    throw ConfigError(std::string("optim.state_format ") + to_string(a.state_format) +
+                      ": block-wise optimizer states run on the CPU backend only for now");
   const size_t cols = a.cols;
   if (a.row_end <= a.row_begin || cols == 0) return;
   if (a.row_begin < a.state_row_offset || a.row_end > a.rows)

@@ -12,15 +12,16 @@ const char* to_string(BlockStateFormat f) {
     case BlockStateFormat::Solo4: return "solo4";
     case BlockStateFormat::Solo3: return "solo3";
     case BlockStateFormat::Solo2: return "solo2";
+    case BlockStateFormat::M8V4: return "m8v4";
   }
   return "?";
 }
 
 BlockStateFormat parse_block_state_format(const std::string& name) {
   for (BlockStateFormat f : {BlockStateFormat::Int8, BlockStateFormat::Solo4, BlockStateFormat::Solo3,
-                             BlockStateFormat::Solo2})
+                             BlockStateFormat::Solo2, BlockStateFormat::M8V4})
     if (name == to_string(f)) return f;
-  throw ConfigError("unknown block-wise state format \"" + name + "\"; use one of int8, solo4, solo3, solo2");
+  throw ConfigError("unknown block-wise state format \"" + name + "\"; use one of int8, solo4, solo3, solo2, m8v4");
 }
 
 BlockStateSpec block_state_spec(BlockStateFormat f) {
@@ -28,6 +29,7 @@ BlockStateSpec block_state_spec(BlockStateFormat f) {
     case BlockStateFormat::Int8: return {8, 8, 0.0f, solo_default_beta1(8)};
     case BlockStateFormat::Solo4: return {4, 4, 0.1f, solo_default_beta1(4)};
     case BlockStateFormat::Solo3: return {3, 3, 0.1f, solo_default_beta1(3)};
+    case BlockStateFormat::M8V4: return {8, 4, 0.1f, solo_default_beta1(8)};
     case BlockStateFormat::Solo2: break;
   }
   return {2, 2, 0.1f, solo_default_beta1(2)};
@@ -41,10 +43,14 @@ void check_bits(MomentKind kind, int bits) {
   if (!ok) throw Error(std::string("block-wise ") + (kind == MomentKind::Signed ? "m" : "v") +
                        " supports 2, 3, 4 or 8 bits, not " + std::to_string(bits));
 }
+
+// The codes are padded to whole floats so the block parameters after them are aligned; a tensor of
+// a multiple of 32 elements has no padding.
+size_t padded_code_bytes(size_t n, int bits) { return (state_code_bytes(n, bits) + 3) / 4 * 4; }
 }  // namespace
 
-size_t m_state_bytes(int bits, size_t n) { return state_code_bytes(n, bits) + blocks_of(n) * sizeof(float); }
-size_t v_state_bytes(int bits, size_t n) { return state_code_bytes(n, bits) + blocks_of(n) * 2 * sizeof(float); }
+size_t m_state_bytes(int bits, size_t n) { return padded_code_bytes(n, bits) + blocks_of(n) * sizeof(float); }
+size_t v_state_bytes(int bits, size_t n) { return padded_code_bytes(n, bits) + blocks_of(n) * 2 * sizeof(float); }
 
 size_t block_state_bytes(BlockStateFormat f, size_t n) {
   const BlockStateSpec s = block_state_spec(f);
@@ -90,12 +96,43 @@ BlockMoment::BlockMoment(MomentKind kind, int bits, size_t n, size_t origin, flo
                 "); align the shard to 128 elements");
   if (!(v_quantile >= 0.0f && v_quantile <= 1.0f))
     throw Error("block-wise v: the quantile must lie in [0, 1]");
-  codes_.assign(state_code_bytes(n, bits), 0);
-  scale_.assign(blocks_of(n), 0.0f);
-  if (kind == MomentKind::Log) alpha_.assign(blocks_of(n), 1.0f);
-  // All codes 0 decode to 0 for either kind while the block parameters are 0 (m's zero code is 0
-  // only for INT8, but the dynamic map times a zero scale is 0 as well).
+  // All bytes 0 decode to 0 for either kind: codes 0 with block parameters 0 (m's zero code is 0
+  // only for INT8, but the dynamic map times a zero scale is 0 as well; v with d = 0 is 0).
+  own_.assign(bytes(), 0);
+  point_at(own_.data());
 }
+
+BlockMoment BlockMoment::view(void* storage, MomentKind kind, int bits, size_t n, size_t origin, float v_quantile) {
+  BlockMoment b(kind, bits, 0, origin, v_quantile);
+  b.n_ = n;
+  b.own_.clear();
+  b.point_at(static_cast<uint8_t*>(storage));
+  return b;
+}
+
+void BlockMoment::point_at(uint8_t* storage) {
+  codes_ = storage;
+  scale_ = reinterpret_cast<float*>(storage + padded_code_bytes(n_, bits_));
+  alpha_ = kind_ == MomentKind::Log ? scale_ + blocks_of(n_) : nullptr;
+}
+
+BlockMoment::BlockMoment(const BlockMoment& o) { *this = o; }
+
+BlockMoment& BlockMoment::operator=(const BlockMoment& o) {
+  if (this == &o) return *this;
+  kind_ = o.kind_;
+  bits_ = o.bits_;
+  n_ = o.n_;
+  origin_ = o.origin_;
+  quantile_ = o.quantile_;
+  own_ = o.own_;
+  point_at(own_.empty() ? o.codes_ : own_.data());
+  return *this;
+}
+
+size_t BlockMoment::blocks() const { return blocks_of(n_); }
+
+std::vector<uint8_t> BlockMoment::codes() const { return std::vector<uint8_t>(codes_, codes_ + padded_code_bytes(n_, bits_)); }
 
 size_t BlockMoment::block_size(size_t b) const { return std::min<size_t>(kStateBlock, n_ - b * kStateBlock); }
 
@@ -107,7 +144,7 @@ size_t BlockMoment::encode_block(size_t b, const float* x, const RandomKey& key,
   const int count = static_cast<int>(block_size(b));
   const size_t first = b * kStateBlock;            // index in this buffer
   const uint64_t tensor_first = origin_ + first;   // index in the tensor: keys the random bits
-  uint8_t* codes = codes_.data() + first * bits_ / 8;  // a block starts on a byte boundary
+  uint8_t* codes = codes_ + first * bits_ / 8;  // a block starts on a byte boundary
   size_t nonfinite = 0;
   for (int i = 0; i < count; ++i) nonfinite += is_finite_bits(x[i]) ? 0 : 1;
 
@@ -145,7 +182,7 @@ size_t BlockMoment::encode_block(size_t b, const float* x, const RandomKey& key,
 void BlockMoment::decode_block(size_t b, float* out) const {
   const int count = static_cast<int>(block_size(b));
   const size_t first = b * kStateBlock;
-  const uint8_t* codes = codes_.data() + first * bits_ / 8;
+  const uint8_t* codes = codes_ + first * bits_ / 8;
   if (kind_ == MomentKind::Signed) {
     const float scale = scale_[b];
     for (int i = 0; i < count; ++i) out[i] = m_decode(state_code_get(codes, static_cast<uint64_t>(i), bits_), scale, bits_);

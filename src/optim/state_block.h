@@ -26,9 +26,11 @@
 
 namespace eco {
 
-enum class BlockStateFormat : uint8_t { Int8, Solo4, Solo3, Solo2 };
+// M8V4: an 8-bit (INT8) m with SOLO's 4-bit v: what ECO needs (its error survives in an 8-bit m,
+// docs/lowbit.md) at about 1.6 B/param of states.
+enum class BlockStateFormat : uint8_t { Int8, Solo4, Solo3, Solo2, M8V4 };
 
-const char* to_string(BlockStateFormat f);                       // "int8", "solo4", "solo3", "solo2"
+const char* to_string(BlockStateFormat f);                       // "int8", "solo4", "solo3", "solo2", "m8v4"
 BlockStateFormat parse_block_state_format(const std::string& name);  // throws ConfigError
 
 struct BlockStateSpec {
@@ -39,8 +41,8 @@ struct BlockStateSpec {
 };
 BlockStateSpec block_state_spec(BlockStateFormat f);
 
-// Exact bytes of one moment of n elements: packed codes + fp32 block parameters (m: 1 per block,
-// v: 2 per block). Blocks of the tensor are counted as ceil(n/128).
+// Exact bytes of one moment of n elements: packed codes (padded to whole floats) + fp32 block
+// parameters (m: 1 per block, v: 2 per block). Blocks of the tensor are counted as ceil(n/128).
 size_t m_state_bytes(int bits, size_t n);
 size_t v_state_bytes(int bits, size_t n);
 size_t block_state_bytes(BlockStateFormat f, size_t n);  // m + v
@@ -60,6 +62,13 @@ class BlockMoment {
  public:
   BlockMoment() = default;
   BlockMoment(MomentKind kind, int bits, size_t n, size_t origin = 0, float v_quantile = 0.1f);
+  // A view over bytes() bytes of storage owned elsewhere (the CPU backend's optimizer buffers),
+  // laid out as the owning form: packed codes (padded to whole floats), then the block scales (m)
+  // or d and α per block (v). Zeroed storage decodes to zeros. Copies of a view stay views.
+  static BlockMoment view(void* storage, MomentKind kind, int bits, size_t n, size_t origin = 0,
+                          float v_quantile = 0.1f);
+  BlockMoment(const BlockMoment& o);
+  BlockMoment& operator=(const BlockMoment& o);
 
   // Encodes x[0 .. n−1] (tensor elements origin .. origin+n−1). Rounding::SR draws random_bits(key,
   // tensor index); RTN ignores the key (v: nearest log index). Returns how many inputs were not
@@ -74,14 +83,14 @@ class BlockMoment {
   size_t origin() const { return origin_; }
   int bits() const { return bits_; }
   MomentKind kind() const { return kind_; }
-  size_t blocks() const { return scale_.size(); }
+  size_t blocks() const;
   size_t block_size(size_t b) const;
   size_t bytes() const;  // codes + block parameters, = m_state_bytes / v_state_bytes
 
-  uint32_t code(size_t i) const { return state_code_get(codes_.data(), i, bits_); }
+  uint32_t code(size_t i) const { return state_code_get(codes_, i, bits_); }
   float scale(size_t b) const { return scale_[b]; }  // m: the block scale; v: d
   LogBlock log_block(size_t b) const { return LogBlock{scale_[b], alpha_[b]}; }
-  const std::vector<uint8_t>& codes() const { return codes_; }
+  std::vector<uint8_t> codes() const;  // the packed codes (with their padding)
 
  private:
   MomentKind kind_ = MomentKind::Signed;
@@ -89,9 +98,11 @@ class BlockMoment {
   size_t n_ = 0;
   size_t origin_ = 0;
   float quantile_ = 0.1f;
-  std::vector<uint8_t> codes_;
-  std::vector<float> scale_;  // per block
-  std::vector<float> alpha_;  // per block, v only
+  void point_at(uint8_t* storage);
+  std::vector<uint8_t> own_;  // the storage of an owning moment (empty for a view)
+  uint8_t* codes_ = nullptr;
+  float* scale_ = nullptr;  // per block
+  float* alpha_ = nullptr;  // per block, v only
 };
 
 }  // namespace eco

@@ -41,4 +41,25 @@ const char* to_string(WeightMode mode) {
   return "?";
 }
 
+namespace {
+constexpr struct {
+  StateFormat format;
+  const char* name;
+} kStateFormats[] = {{StateFormat::Fp32, "fp32"},   {StateFormat::Bf16, "bf16"},   {StateFormat::Int8, "int8"},
+                     {StateFormat::Solo4, "solo4"}, {StateFormat::Solo3, "solo3"}, {StateFormat::Solo2, "solo2"},
+                     {StateFormat::M8V4, "m8v4"}};
+}  // namespace
+
+const char* to_string(StateFormat f) {
+  for (const auto& s : kStateFormats)
+    if (s.format == f) return s.name;
+  return "?";
+}
+
+StateFormat parse_state_format(const std::string& name) {
+  for (const auto& s : kStateFormats)
+    if (name == s.name) return s.format;
+  throw ConfigError("optim.state_format: unknown format \"" + name + "\" (expected fp32, bf16, int8, solo4, solo3, solo2 or m8v4)");
+}
+
 }  // namespace eco

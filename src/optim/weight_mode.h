@@ -23,6 +23,13 @@ WeightMode parse_weight_mode(const std::string& name);  // throws ConfigError
 const char* to_string(WeightMode mode);
 
 enum class OptimizerKind { AdamW, Sgdm };
-enum class StateFormat { Fp32, Bf16 };  // bf16 moments are stored with stochastic rounding
+// Storage of Adam's m and v: fp32; bf16 (stochastically rounded); or block-wise low-bit formats of
+// 128 elements per block (optim/state_block.h): int8 (m linear INT8, v 8-bit log) and SOLO's
+// soloB (m B-bit signed dynamic map, v B-bit log quantizer), all stored with stochastic rounding.
+// m8v4: INT8 m with SOLO's 4-bit v, the format for ECO (its error needs an 8-bit m).
+enum class StateFormat { Fp32, Bf16, Int8, Solo4, Solo3, Solo2, M8V4 };
+const char* to_string(StateFormat f);                  // "fp32", "bf16", "int8", "solo4", ..., "m8v4"
+StateFormat parse_state_format(const std::string& name);  // throws ConfigError
+inline bool is_block_state(StateFormat f) { return f != StateFormat::Fp32 && f != StateFormat::Bf16; }
 
 }  // namespace eco

@@ -26,11 +26,46 @@ constexpr size_t kArenaAlign = 64;  // bytes: every tensor's codes and scales st
 size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 }  // namespace
 
+QuantRef stored_weight_ref(const OptimizerSpec& spec, size_t rows, size_t cols) {
+  QuantRef q;
+  q.rows = rows;
+  q.cols = cols;
+  q.format = traits_of(spec.mode).bf16 ? QuantFormat::BF16 : spec.weight_format;
+  q.granularity = spec.granularity;
+  q.pow2_scales = spec.pow2_scales;
+  if (q.lowbit()) {
+    // INT4: group scales inside each row, recomputed at every quantization. INT2 / ternary: absmean
+    // scales computed once from the initial weights (init_quantized) and kept (DQT-style), in
+    // every mode, so master and master-free runs use the same grid.
+    q.granularity = q.format == QuantFormat::INT4 ? ScaleGranularity::PerRow : spec.lowbit_granularity;
+    q.pow2_scales = false;
+    q.group_size = spec.group_size;
+    q.scale_dtype = spec.scale_dtype;
+    q.scale_update = q.format == QuantFormat::INT4 ? LowbitScaleUpdate::Recompute : LowbitScaleUpdate::Keep;
+    q.lowbit_layout().validate();
+  }
+  return q;
+}
+
+std::string describe_stored_weights(const OptimizerSpec& spec) {
+  if (traits_of(spec.mode).bf16) return "bf16";
+  const QuantRef q = stored_weight_ref(spec, 1, spec.group_size);
+  const std::string fmt = to_string(q.format);
+  if (q.format == QuantFormat::INT4)
+    return fmt + ", " + to_string(q.scale_dtype) + " scales per " + std::to_string(q.group_size) +
+           " along K (recomputed)";
+  if (q.lowbit())
+    return fmt + ", " + to_string(q.scale_dtype) + " absmean " + to_string(q.granularity) + " scales (kept)";
+  return fmt + ", " + to_string(q.granularity) + " scales" + (q.pow2_scales ? " (powers of 2)" : "");
+}
+
 WeightOptimizer::WeightOptimizer(Ops& ops, std::vector<OptimTensor> tensors, const OptimizerSpec& spec,
                                  OptimizerShard shard)
     : ops_(ops), tensors_(std::move(tensors)), spec_(spec), traits_(traits_of(spec.mode)), shard_(shard) {
-  const QuantFormat fmt = traits_.bf16 ? QuantFormat::BF16 : spec_.weight_format;
-  const size_t state_bytes = MomentBuffer::element_bytes(spec_.state_format);
+  // A block-wise state's 128-element blocks must be the tensor's, and a ZeRO-1 cut falls on rows.
+  if (is_block_state(spec_.state_format) && shard_.world > 1)
+    throw ConfigError(std::string("optim.state_format ") + to_string(spec_.state_format) +
+                      ": block-wise optimizer states with ZeRO-1 (dist.zero=1) are not supported yet");
   const size_t n_tensors = tensors_.size();
   quant_.resize(n_tensors);
   m_.assign(n_tensors, nullptr);
@@ -49,7 +84,8 @@ WeightOptimizer::WeightOptimizer(Ops& ops, std::vector<OptimTensor> tensors, con
     std::vector<ShardTensor> units;
     for (const OptimTensor& t : tensors_)
       units.push_back({t.offset, t.rows, t.cols,
-                       shard_align_rows(traits_.quantized && t.quantize && !traits_.bf16, spec_.granularity, t.rows)});
+                       shard_align_rows(traits_.quantized && t.quantize && !traits_.bf16,
+                                        stored_weight_ref(spec_, t.rows, t.cols).granularity, t.rows)});
     bounds_ = zero1_partition(units, shard_.world);
   }
   own_.resize(n_tensors);
@@ -62,23 +98,24 @@ WeightOptimizer::WeightOptimizer(Ops& ops, std::vector<OptimTensor> tensors, con
                      [&](size_t a, size_t b) { return tensors_[a].offset < tensors_[b].offset; });
     for (size_t i : by_offset_) {
       QuantRef& q = quant_[i];
-      q.rows = tensors_[i].rows;
-      q.cols = tensors_[i].cols;
-      q.format = fmt;
-      q.granularity = spec_.granularity;
-      q.pow2_scales = spec_.pow2_scales;
+      q = stored_weight_ref(spec_, tensors_[i].rows, tensors_[i].cols);
       code_pos_[i] = code_arena_bytes_;
       code_arena_bytes_ += round_up(q.code_bytes(), kArenaAlign);
-      scale_pos_[i] = scale_arena_count_;
-      scale_arena_count_ += round_up(q.scale_count(), kArenaAlign / sizeof(float));
+      scale_pos_[i] = scale_arena_bytes_;
+      scale_arena_bytes_ += round_up(q.scale_bytes(), kArenaAlign);
     }
     if (!by_offset_.empty()) {
       code_arena_ = zeroed(ops_, std::max<size_t>(code_arena_bytes_, 1));
-      if (scale_arena_count_) {
+      if (scale_arena_bytes_) {
         // All-zero codes with scale 1: an exact zero tensor until init_quantized.
-        std::vector<float> ones(scale_arena_count_, 1.0f);
-        scale_arena_ = static_cast<float*>(ops_.alloc(ones.size() * sizeof(float)));
-        ops_.copy_from_host(scale_arena_, ones.data(), ones.size() * sizeof(float));
+        std::vector<uint8_t> ones(scale_arena_bytes_, 0);
+        for (size_t i : by_offset_) {
+          const QuantRef& q = quant_[i];
+          const LowbitScaleDtype dtype = q.lowbit() ? q.scale_dtype : LowbitScaleDtype::F32;  // fp32: LE float
+          for (size_t k = 0; k < q.scale_count(); ++k) lowbit_scale_store(ones.data() + scale_pos_[i], k, dtype, 1.0f);
+        }
+        scale_arena_ = ops_.alloc(ones.size());
+        ops_.copy_from_host(scale_arena_, ones.data(), ones.size());
       }
     }
     for (size_t i = 0; i < n_tensors; ++i) {
@@ -92,12 +129,14 @@ WeightOptimizer::WeightOptimizer(Ops& ops, std::vector<OptimTensor> tensors, con
       if (quantized) {
         QuantRef& q = quant_[i];
         q.codes = static_cast<unsigned char*>(code_arena_) + code_pos_[i];
-        if (q.scale_count()) q.scales = scale_arena_ + scale_pos_[i];
+        // 64-byte aligned: fp32 scales are aligned floats; low-bit ones are read as bytes.
+        if (q.scale_count()) q.scales = reinterpret_cast<float*>(static_cast<uint8_t*>(scale_arena_) + scale_pos_[i]);
       }
       // Moments of the owned rows only.
       if (own_numel(i) == 0) continue;
-      m_[i] = zeroed(ops_, own_numel(i) * state_bytes);
-      if (spec_.kind == OptimizerKind::AdamW) v_[i] = zeroed(ops_, own_numel(i) * state_bytes);
+      m_[i] = zeroed(ops_, MomentBuffer::storage_bytes(spec_.state_format, MomentKind::Signed, own_numel(i)));
+      if (spec_.kind == OptimizerKind::AdamW)
+        v_[i] = zeroed(ops_, MomentBuffer::storage_bytes(spec_.state_format, MomentKind::Log, own_numel(i)));
     }
     own_bad_count_ = static_cast<int64_t*>(zeroed(ops_, sizeof(int64_t)));
   } catch (...) {
@@ -139,7 +178,7 @@ size_t WeightOptimizer::code_position(size_t x) const {
   for (size_t i : by_offset_) {
     const OptimTensor& t = tensors_[i];
     if (x < t.offset) return code_pos_[i];  // x lies before this tensor (in one that is not quantized)
-    if (x < t.offset + numel(i)) return code_pos_[i] + (x - t.offset) / t.cols * t.cols * code_size_bytes(quant_[i].format);
+    if (x < t.offset + numel(i)) return code_pos_[i] + (x - t.offset) / t.cols * quant_[i].row_code_bytes();
   }
   return code_arena_bytes_;
 }
@@ -150,10 +189,10 @@ size_t WeightOptimizer::scale_position(size_t x) const {
     if (x < t.offset) return scale_pos_[i];
     if (x < t.offset + numel(i)) {
       const size_t row = (x - t.offset) / t.cols;  // a cut: on a scale group's first row
-      return scale_pos_[i] + (quant_[i].scale_count() ? quant_[i].scale_layout().index(row, 0) : 0);
+      return scale_pos_[i] + quant_[i].scale_byte_offset(row);
     }
   }
-  return scale_arena_count_;
+  return scale_arena_bytes_;
 }
 
 std::vector<GatherRegion> WeightOptimizer::gather_regions() const {
@@ -171,7 +210,7 @@ std::vector<GatherRegion> WeightOptimizer::gather_regions() const {
     if (sum > 0) out.push_back(std::move(g));
   };
   if (code_arena_) add(code_arena_, "weight codes", [&](size_t x) { return code_position(x); });
-  if (scale_arena_) add(scale_arena_, "weight scales", [&](size_t x) { return scale_position(x) * sizeof(float); });
+  if (scale_arena_) add(scale_arena_, "weight scales", [&](size_t x) { return scale_position(x); });
   // Runs of fp32 tensors that are not quantized, consecutive in the flat space and in memory.
   std::vector<size_t> plain;
   for (size_t i = 0; i < tensors_.size(); ++i)
@@ -202,7 +241,10 @@ RandomKey WeightOptimizer::key(size_t i, uint32_t stream, int64_t t) const {
 
 void WeightOptimizer::init_quantized(size_t i, const float* host_values) {
   if (!is_quantized(i)) throw Error("optimizer: tensor " + tensors_[i].name + " is not quantized");
-  const QuantRef& q = quant_[i];
+  // The scales come from these initial values in every format (the only time INT2 / ternary
+  // compute theirs).
+  QuantRef q = quant_[i];
+  q.scale_update = LowbitScaleUpdate::Recompute;
   const float* src = tensors_[i].value;
   float* staged = nullptr;
   if (!has_master(i)) {
@@ -274,18 +316,20 @@ void WeightOptimizer::step(float lr, int64_t t, float grad_scale, int64_t* bad_c
 
 MemoryReport WeightOptimizer::memory() const {
   MemoryReport r;
-  const size_t state_bytes = MomentBuffer::element_bytes(spec_.state_format);
+  const auto m_bytes = [&](size_t i) { return MomentBuffer::storage_bytes(spec_.state_format, MomentKind::Signed, own_numel(i)); };
+  const auto v_bytes = [&](size_t i) { return MomentBuffer::storage_bytes(spec_.state_format, MomentKind::Log, own_numel(i)); };
+  const bool adam = spec_.kind == OptimizerKind::AdamW;
   for (size_t i = 0; i < tensors_.size(); ++i) {
     const size_t n = numel(i);
     const size_t value_bytes = tensors_[i].value ? n * sizeof(float) : 0;
-    const size_t mb = m_[i] ? own_numel(i) * state_bytes : 0, vb = v_[i] ? own_numel(i) * state_bytes : 0;
+    const size_t mb = m_[i] ? m_bytes(i) : 0, vb = v_[i] ? v_bytes(i) : 0;
     r.num_params += n;
     r.m_bytes += mb;
     r.v_bytes += vb;
     r.grad_bytes += n * sizeof(float);
     if (is_quantized(i)) {
       const QuantRef& q = quant_[i];
-      const size_t scale_bytes = q.scale_count() * sizeof(float);
+      const size_t scale_bytes = q.scale_bytes();
       r.quantized_params += n;
       r.weight_bytes += q.code_bytes();
       r.scale_bytes += scale_bytes;
@@ -301,7 +345,7 @@ MemoryReport WeightOptimizer::memory() const {
       if (!tensors_[i].quantize) continue;
       const size_t n = numel(i);
       r.quantized_params += n;
-      r.quantized_static_bytes += n * sizeof(float) + own_numel(i) * state_bytes * (spec_.kind == OptimizerKind::AdamW ? 2 : 1);
+      r.quantized_static_bytes += n * sizeof(float) + m_bytes(i) + (adam ? v_bytes(i) : 0);
     }
   }
   return r;
@@ -309,7 +353,6 @@ MemoryReport WeightOptimizer::memory() const {
 
 std::vector<StatePiece> WeightOptimizer::state_pieces() const {
   std::vector<StatePiece> pieces;
-  const size_t state_bytes = MomentBuffer::element_bytes(spec_.state_format);
   const bool zero = shard_.world > 1;
   auto whole = [&](const char* blob, void* data, size_t bytes, size_t i, bool sharded) {
     const size_t rows = tensors_[i].rows;
@@ -322,14 +365,19 @@ std::vector<StatePiece> WeightOptimizer::state_pieces() const {
     if (is_quantized(i)) whole("codes.bin", quant_[i].codes, quant_[i].code_bytes(), i, false);
   for (size_t i = 0; i < tensors_.size(); ++i)
     if (is_quantized(i) && quant_[i].scales)
-      whole("scales.f32", quant_[i].scales, quant_[i].scale_count() * sizeof(float), i, false);
+      whole("scales.f32", quant_[i].scales, quant_[i].scale_bytes(), i, false);
   const bool adam = spec_.kind == OptimizerKind::AdamW;
   for (const char* blob : {"m.bin", "v.bin"}) {
     if (std::string(blob) == "v.bin" && !adam) break;
     for (size_t i = 0; i < tensors_.size(); ++i) {
       void* p = std::string(blob) == "m.bin" ? m_[i] : v_[i];
-      const size_t row_bytes = tensors_[i].cols * state_bytes;
-      pieces.push_back({blob, p, numel(i) * state_bytes, tensors_[i].name, i, row_bytes, own_[i].first, own_[i].second, zero});
+      const MomentKind kind = std::string(blob) == "m.bin" ? MomentKind::Signed : MomentKind::Log;
+      // Row-addressable (ZeRO-1 gathers rows) for fp32 and bf16; a block-wise state is one piece.
+      const size_t row_bytes = is_block_state(spec_.state_format)
+                                   ? 0
+                                   : tensors_[i].cols * MomentBuffer::storage_bytes(spec_.state_format, kind, 1);
+      pieces.push_back({blob, p, MomentBuffer::storage_bytes(spec_.state_format, kind, numel(i)), tensors_[i].name, i,
+                        row_bytes, own_[i].first, own_[i].second, zero});
     }
   }
   return pieces;

@@ -29,11 +29,22 @@ struct OptimizerSpec {
   float eps = 1e-8f;
   float weight_decay = 0.1f;
   QuantFormat weight_format = QuantFormat::E4M3;  // the stored format of the FP8 modes
-  ScaleGranularity granularity = ScaleGranularity::PerRow;
+  ScaleGranularity granularity = ScaleGranularity::PerRow;  // of the FP8 / INT8 scales
   bool pow2_scales = false;
+  // The packed low-bit weight formats (INT4, INT2, TERNARY; docs/lowbit.md).
+  size_t group_size = 128;                                       // INT4: scales per group along K
+  ScaleGranularity lowbit_granularity = ScaleGranularity::PerRow;  // INT2 / ternary: PerRow or PerTensor
+  LowbitScaleDtype scale_dtype = LowbitScaleDtype::F32;
   StateFormat state_format = StateFormat::Fp32;
   uint64_t seed = 0;  // of the stochastic-rounding streams
 };
+
+// The stored copy of a rows×cols quantized tensor under `spec` (no buffers): format, scale layout
+// and maintenance. The optimizer and the memory planner both build their tensors from it.
+QuantRef stored_weight_ref(const OptimizerSpec& spec, size_t rows, size_t cols);
+// How the quantized weights are stored, for logs and plans: "e4m3, row scales", "int4, fp32 scales
+// per 128 along K (recomputed)", "ternary, fp32 absmean row scales (kept)", "bf16".
+std::string describe_stored_weights(const OptimizerSpec& spec);
 
 struct OptimTensor {
   std::string name;
@@ -127,17 +138,17 @@ class WeightOptimizer {
   // Test hooks, valid where backend memory is host memory (the CPU backend): views of the stored
   // moments and copies.
   // Indexed by tensor element; only the rows this rank owns are there.
-  MomentBuffer m(size_t i) const { return moment_view(m_[i], i); }
-  MomentBuffer v(size_t i) const { return moment_view(v_[i], i); }
+  MomentBuffer m(size_t i) const { return moment_view(m_[i], i, MomentKind::Signed); }
+  MomentBuffer v(size_t i) const { return moment_view(v_[i], i, MomentKind::Log); }
   QuantTensor quantized(size_t i) const;
 
  private:
   size_t numel(size_t i) const { return tensors_[i].rows * tensors_[i].cols; }
   size_t own_numel(size_t i) const { return (own_[i].second - own_[i].first) * tensors_[i].cols; }
-  MomentBuffer moment_view(void* p, size_t i) const {
-    return MomentBuffer::view(p, p ? own_numel(i) : 0, spec_.state_format, own_[i].first * tensors_[i].cols);
+  MomentBuffer moment_view(void* p, size_t i, MomentKind kind) const {
+    return MomentBuffer::view(p, p ? own_numel(i) : 0, spec_.state_format, own_[i].first * tensors_[i].cols, kind);
   }
-  // Arena position (codes: bytes, scales: floats) of the flat offset x, a cut of the partition.
+  // Arena position in bytes of the flat offset x, a cut of the partition.
   size_t code_position(size_t x) const;
   size_t scale_position(size_t x) const;
   void release();
@@ -154,10 +165,10 @@ class WeightOptimizer {
   std::vector<std::pair<size_t, size_t>> own_;  // owned rows per tensor
   // Codes and scales of all quantized tensors, in offset order, each tensor 64-byte aligned.
   void* code_arena_ = nullptr;
-  float* scale_arena_ = nullptr;
-  size_t code_arena_bytes_ = 0, scale_arena_count_ = 0;
+  void* scale_arena_ = nullptr;
+  size_t code_arena_bytes_ = 0, scale_arena_bytes_ = 0;
   std::vector<size_t> by_offset_;              // quantized tensors in offset order
-  std::vector<size_t> code_pos_, scale_pos_;   // per tensor: byte / float position in its arena
+  std::vector<size_t> code_pos_, scale_pos_;   // per tensor: byte position in its arena
   int64_t* own_bad_count_ = nullptr;  // backend int64 for step() without a caller's counter
 };
 

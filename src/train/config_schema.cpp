@@ -128,11 +128,29 @@ std::vector<SchemaEntry> entries() {
       float_key("optim.warmup_ratio", 0.1, Range::closed(0, 1), "Warmup length as a fraction of train.steps (when warmup_steps is -1)."),
       float_key("optim.warmup_init_ratio", 0.01, Range::closed(0, 1), "Warmup starts at this fraction of lr."),
       float_key("optim.final_lr_ratio", 0.1, Range::closed(0, 1), "Cosine / linear decay ends at this fraction of lr."),
-      enum_key("optim.weight_format", "e4m3", {"e4m3", "e5m2", "int8"}, "Number format of the stored quantized weights."),
+      enum_key("optim.weight_format", "e4m3", {"e4m3", "e5m2", "int8", "int4", "int2", "ternary"},
+               "Number format of the stored quantized weights. int4 / int2 / ternary are packed low-bit integers "
+               "(docs/lowbit.md; CPU backend only for now) with the scales of optim.group_size, optim.lowbit_scale and "
+               "optim.scale_dtype."),
       enum_key("optim.scaling", "row", {"row", "tensor", "block128"},
-               "Scale granularity of quantized weights: one per output row, one per tensor, or per 128x128 block."),
-      bool_key("optim.pow2_scales", false, "Round every scale to a power of two."),
-      enum_key("optim.state_format", "fp32", {"fp32", "bf16"}, "Storage of the optimizer moments m and v (bf16 is stochastically rounded)."),
+               "Scale granularity of e4m3 / e5m2 / int8 weights: one per output row, one per tensor, or per 128x128 block."),
+      bool_key("optim.pow2_scales", false, "Round every scale to a power of two (e4m3 / e5m2 / int8 weights)."),
+      int_key("optim.group_size", 128, Range::closed(32, 128),
+              "int4 weights: elements along K (a row of the weight) sharing one absmax scale; 32, 64 or 128. The "
+              "scales are recomputed at every update."),
+      enum_key("optim.lowbit_scale", "row", {"row", "tensor"},
+               "int2 / ternary weights: one absmean scale per output row or per tensor, computed from the initial "
+               "weights and kept (DQT-style)."),
+      enum_key("optim.scale_dtype", "fp32", {"fp32", "bf16"}, "Storage of the int4 / int2 / ternary weight scales."),
+      enum_key("optim.state_format", "fp32", {"fp32", "bf16", "int8", "solo4", "solo3", "solo2", "m8v4"},
+               "Storage of the optimizer moments m and v: fp32; bf16; or block-wise (128 elements per block, CPU "
+               "backend only for now): int8 (m linear INT8, v 8-bit log) or SOLO's solo4 / solo3 / solo2 (m a B-bit "
+               "signed dynamic map, v a B-bit log quantizer), or m8v4 (INT8 m, 4-bit log v: the format for "
+               "eco / eco_sr, whose error a low-bit m loses). Every low-precision format stores with stochastic "
+               "rounding (docs/lowbit.md)."),
+      bool_key("optim.beta1_from_state_format", true,
+               "With a SOLO state format, use SOLO's beta1 for its bit width (solo4 0.8, solo3 0.65, solo2 0.5) "
+               "instead of optim.beta1; false keeps optim.beta1. No effect for the other formats."),
       bool_key("optim.fp8_backward", false, "Backward GEMMs in FP8 (E5M2 output gradients) instead of BF16/FP32."),
       bool_key("optim.quantize_activations", true, "Quantize forward GEMM activations to E4M3 (per-token scales) in FP8 modes."),
       // train
@@ -233,6 +251,11 @@ std::vector<CrossCheck> cross_checks() {
          if (ep == 1) return;
          if (e == 0) throw_config_error("dist.ep", "expert parallelism needs an MoE model (moe.experts > 0)");
          if (e % ep != 0) throw_config_error("dist.ep", str(ep) + " does not divide moe.experts (" + str(e) + ")");
+       }},
+      {"optim.group_size is 32, 64 or 128.",
+       [](const Config& c) {
+         const int64_t g = c.get_int("optim.group_size");
+         if (g != 32 && g != 64 && g != 128) throw_config_error("optim.group_size", str(g) + " is not 32, 64 or 128");
        }},
       {"optim.warmup_steps is at most train.steps.",
        [](const Config& c) {

@@ -74,8 +74,9 @@ MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const
   check_layout(mcfg, layout);
   const WeightModeTraits tr = traits_of(spec.mode);
   const bool external = tr.quantized && !tr.master;  // master-free: the model holds no fp32 copy of them
-  const QuantFormat format = tr.bf16 ? QuantFormat::BF16 : spec.weight_format;
-  const size_t state_size = MomentBuffer::element_bytes(spec.state_format);
+  // Bytes of m and v for n elements (block-wise formats: packed codes + block parameters).
+  const auto m_of = [&](size_t n) { return MomentBuffer::storage_bytes(spec.state_format, MomentKind::Signed, n); };
+  const auto v_of = [&](size_t n) { return MomentBuffer::storage_bytes(spec.state_format, MomentKind::Log, n); };
   const bool adam = spec.kind == OptimizerKind::AdamW;
   GptOptions options;
   options.external_linear_weights = external;
@@ -96,29 +97,23 @@ MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const
     p.grad_bytes += n * sizeof(float);
     if (t.quantizable) p.linear_params += n;
     if (quantized) {
-      QuantRef q;
-      q.rows = rows;
-      q.cols = cols;
-      q.format = format;
-      q.granularity = spec.granularity;
+      const QuantRef q = stored_weight_ref(spec, rows, cols);
       p.code_bytes += q.code_bytes();
-      p.scale_bytes += q.scale_count() * sizeof(float);
-      const size_t unit = spec.granularity == ScaleGranularity::PerRow     ? 1
-                          : spec.granularity == ScaleGranularity::Block128 ? kScaleBlock
-                                                                           : rows;
-      if (layout.zero) state_elems = largest_shard_rows(rows, unit, dp) * cols;
+      p.scale_bytes += q.scale_bytes();
+      if (layout.zero) state_elems = largest_shard_rows(rows, shard_align_rows(true, q.granularity, rows), dp) * cols;
       // ZeRO-1 shards the masters' updates, not their storage: they live in the model's params().
       if (tr.master) p.master_bytes += n * sizeof(float);
       max_linear = std::max(max_linear, n);
       max_in = std::max(max_in, cols);
-      max_panel = std::max(max_panel, cpu_master_free_panel_rows(spec.granularity, rows, cols) * cols);
+      max_panel = std::max(max_panel, cpu_master_free_panel_rows(q.granularity, rows, cols) * cols);
     } else {
       p.weight_bytes += n * sizeof(float);
       if (layout.zero) state_elems = largest_shard_rows(n, 1, dp);
     }
-    p.m_bytes += state_elems * state_size;
-    if (adam) p.v_bytes += state_elems * state_size;
-    shards.push_back({t.offset, rows, cols, shard_align_rows(quantized, spec.granularity, rows)});
+    p.m_bytes += m_of(state_elems);
+    if (adam) p.v_bytes += v_of(state_elems);
+    shards.push_back({t.offset, rows, cols,
+                      shard_align_rows(quantized, stored_weight_ref(spec, rows, cols).granularity, rows)});
   }
   MemoryPlan plan;
   add_into(plan, dense, 1);
@@ -128,8 +123,8 @@ MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const
     const std::vector<size_t> cut = zero1_partition(shards, layout.world);
     size_t largest = 0;
     for (int r = 0; r < layout.world; ++r) largest = std::max(largest, cut[r + 1] - cut[r]);
-    plan.m_bytes = largest * state_size;
-    plan.v_bytes = adam ? largest * state_size : 0;
+    plan.m_bytes = m_of(largest);
+    plan.v_bytes = adam ? v_of(largest) : 0;
   }
   plan.activation_bytes = GPT::activation_layout_bytes(mcfg, tr.quantized ? quant : GPT::LinearQuantization{},
                                                        backend.attention_saved_floats, B, T, layout.ep > 1);

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "model/llmc_io.h"
+#include "optim/state_codec.h"
 #include "train/checkpoint_store.h"
 #include "train/optimizer_checkpoint.h"
 
@@ -23,7 +24,14 @@ OptimizerSpec optimizer_spec_from(const Config& cfg) {
   s.weight_format = parse_quant_format(cfg.get_string("optim.weight_format"));
   s.granularity = parse_scale_granularity(cfg.get_string("optim.scaling"));
   s.pow2_scales = cfg.get_bool("optim.pow2_scales");
-  s.state_format = cfg.get_string("optim.state_format") == "bf16" ? StateFormat::Bf16 : StateFormat::Fp32;
+  s.group_size = static_cast<size_t>(cfg.get_int("optim.group_size"));
+  s.lowbit_granularity = parse_scale_granularity(cfg.get_string("optim.lowbit_scale"));
+  s.scale_dtype = parse_lowbit_scale_dtype(cfg.get_string("optim.scale_dtype"));
+  s.state_format = parse_state_format(cfg.get_string("optim.state_format"));
+  // SOLO's β1 is lower for fewer bits (a 2-bit m cannot keep a long average).
+  if (cfg.get_bool("optim.beta1_from_state_format") && is_block_state(s.state_format) &&
+      s.state_format != StateFormat::Int8 && s.state_format != StateFormat::M8V4)
+    s.beta1 = solo_default_beta1(s.state_format == StateFormat::Solo4 ? 4 : s.state_format == StateFormat::Solo3 ? 3 : 2);
   s.seed = static_cast<uint64_t>(cfg.get_int("train.seed"));
   if (s.kind == OptimizerKind::Sgdm && s.beta1 == 0.0f)
     throw ConfigError("optim.beta1: SGD with momentum needs beta1 > 0 (it is the momentum β)");

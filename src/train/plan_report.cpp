@@ -78,7 +78,6 @@ const GpuModel* report_gpus(size_t* count) {
 CommPlan plan_communication(const ModelConfig& mcfg, const OptimizerSpec& spec, int B, int T, int grad_accum,
                             const RankLayout& layout) {
   const WeightModeTraits tr = traits_of(spec.mode);
-  const QuantFormat format = tr.bf16 ? QuantFormat::BF16 : spec.weight_format;
   CommPlan c;
   for (const ParamTensor& t : GPT::parameter_tensors(mcfg)) {
     const bool expert = t.kind == ParamKind::Expert;
@@ -94,12 +93,9 @@ CommPlan plan_communication(const ModelConfig& mcfg, const OptimizerSpec& spec, 
     c.grad_bytes += ring * grads;
     double stored = 4.0 * static_cast<double>(t.numel);
     if (tr.quantized && t.quantizable) {
-      QuantRef q;
-      q.rows = t.shape.size() == 2 ? static_cast<size_t>(t.shape[0]) : 1;
-      q.cols = t.numel / q.rows;
-      q.format = format;
-      q.granularity = spec.granularity;
-      stored = static_cast<double>(q.code_bytes() + q.scale_count() * sizeof(float));
+      const size_t rows = t.shape.size() == 2 ? static_cast<size_t>(t.shape[0]) : 1;
+      const QuantRef q = stored_weight_ref(spec, rows, t.numel / rows);
+      stored = static_cast<double>(q.code_bytes() + q.scale_bytes());
     }
     c.weight_gather_bytes += ring * stored * share;
   }
@@ -169,8 +165,7 @@ std::string plan_report(const Config& cfg, int world) {
   out += "micro-batch per rank: " + std::to_string(B) + " x " + std::to_string(T) +
          " tokens (train.batch_size x train.seq_len), grad_accum " + std::to_string(accum) + "; " +
          (base.kind == OptimizerKind::AdamW ? "AdamW" : "SGDM") + ", states " +
-         (base.state_format == StateFormat::Fp32 ? "fp32" : "bf16") + ", FP8 weights " + to_string(base.weight_format) +
-         " with " + to_string(base.granularity) + " scales\n\n";
+         to_string(base.state_format) + ", quantized weights " + describe_stored_weights(base) + "\n\n";
 
   double max_total = 0;
   for (const MemoryPlan& p : plans) max_total = std::max(max_total, static_cast<double>(p.total()));

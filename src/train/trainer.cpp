@@ -199,6 +199,15 @@ void TrainingRun::setup() {
   if (backend.device == "cuda") backend.cuda_device = local_gpu(comm_);  // collective
   ops_ = make_backend(backend);
   cpu_backend_ = backend.device == "cpu";
+  if (!cpu_backend_ && is_block_state(parse_state_format(cfg_.get_string("optim.state_format"))))
+    throw ConfigError("optim.state_format " + cfg_.get_string("optim.state_format") +
+                      ": block-wise optimizer states run on the CPU backend only for now (train.device=cpu)");
+  const WeightModeTraits mode_traits = traits_of(parse_weight_mode(cfg_.get_string("optim.mode")));
+  if (!cpu_backend_ && mode_traits.quantized && !mode_traits.bf16 &&
+      is_lowbit(parse_quant_format(cfg_.get_string("optim.weight_format"))))
+    throw ConfigError("optim.weight_format " + cfg_.get_string("optim.weight_format") +
+                      " runs on the CPU backend only for now (train.device=cpu); the CUDA backend has no low-bit "
+                      "weight kernels");
 
   mcfg_ = model_config_from(cfg_);
   if (T_ > mcfg_.max_seq_len)
@@ -272,10 +281,11 @@ void TrainingRun::setup() {
 void TrainingRun::print_plan() const {
   spdlog::info("model: {}", model_->summary());
   const OptimizerSpec& spec = weights_->spec();
-  spdlog::info("optimizer: {} {}, weights {}{}, states {}", spec.kind == OptimizerKind::AdamW ? "AdamW" : "SGDM",
-               to_string(spec.mode), traits_of(spec.mode).quantized ? (traits_of(spec.mode).bf16 ? "bf16" : to_string(spec.weight_format)) : "fp32",
-               traits_of(spec.mode).quantized ? std::string(" (") + to_string(spec.granularity) + " scales)" : std::string(),
-               spec.state_format == StateFormat::Bf16 ? "bf16 (SR)" : "fp32");
+  spdlog::info("optimizer: {} {}, weights {}, states {}, beta1 {}", spec.kind == OptimizerKind::AdamW ? "AdamW" : "SGDM",
+               to_string(spec.mode), traits_of(spec.mode).quantized ? describe_stored_weights(spec) : std::string("fp32"),
+               spec.state_format == StateFormat::Fp32 ? std::string("fp32")
+                                                      : std::string(to_string(spec.state_format)) + " (SR)",
+               spec.beta1);
   spdlog::info("memory per rank: {}", weights_->memory(B_, T_).to_string());
   spdlog::info("training: {} steps x {} tokens/step (global batch {} = {} ranks x B={} x accum={}, T={}), lr {:.2e} {} "
                "with {} warmup steps, backend {}; train data {} windows, val {} windows",

@@ -106,6 +106,18 @@ def read_run(run: Path):
     return curve, final if math.isfinite(final) else math.nan, bpp
 
 
+def gap_verdict(gap) -> str:
+    """Whether a paired gap's interval (mean_ci's mean, half-width, ...) excludes 0, and on which side."""
+    mean, half = gap[0], gap[1]
+    if not math.isfinite(half):
+        return "— (fewer than 2 pairs)"
+    if mean - half > 0:
+        return "**yes: worse**"
+    if mean + half < 0:
+        return "**yes: better**"
+    return "no"
+
+
 def fmt(v: float, spec: str = ".4f") -> str:
     return format(v, spec) if math.isfinite(v) else "—"
 
@@ -142,14 +154,7 @@ def main() -> None:
             gap_pct = gap_abs = verdict = "—"
         else:
             gap_pct, gap_abs = pm(d_pct[0], d_pct[1], ".2f", True) + "%", pm(d_abs[0], d_abs[1], ".4f", True)
-            if not math.isfinite(d_pct[1]):
-                verdict = "— (fewer than 2 pairs)"
-            elif d_pct[0] - d_pct[1] > 0:
-                verdict = "**yes: worse**"
-            elif d_pct[0] + d_pct[1] < 0:
-                verdict = "**yes: better**"
-            else:
-                verdict = "no"
+            verdict = gap_verdict(d_pct)
         bpp = next((runs[(m, s)][2] for s in seeds if math.isfinite(runs[(m, s)][2])), math.nan)
         n_ok = len(seeds) - diverged
         rows.append(f"| `{m}` | {n_ok}/{len(seeds)}{' (' + str(diverged) + ' diverged)' if diverged else ''} | "

@@ -203,14 +203,7 @@ def aggregate(a, cells, seeds, status):
             gap, verdict = "(reference)", "—"
         else:
             gap = st.pm(d_pct[0], d_pct[1], ".2f", True) + ("%" if math.isfinite(d_pct[0]) else "")
-            if not math.isfinite(d_pct[1]):
-                verdict = "— (fewer than 2 pairs)"
-            elif d_pct[0] - d_pct[1] > 0:
-                verdict = "**yes: worse**"
-            elif d_pct[0] + d_pct[1] < 0:
-                verdict = "**yes: better**"
-            else:
-                verdict = "no"
+            verdict = st.gap_verdict(d_pct)
         bpp_q, bpp_all = first(c.name, "bpp_q"), first(c.name, "bpp_all")
         tok = st.mean_ci([runs[(c.name, s)]["tok_s"] if runs[(c.name, s)] else math.nan for s in seeds])[0]
         stats[c.name] = (bpp_q, bpp_all, mean, half)

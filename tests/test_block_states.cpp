@@ -26,16 +26,6 @@ namespace {
 constexpr StateFormat kBlockFormats[] = {StateFormat::Int8, StateFormat::Solo4, StateFormat::Solo3, StateFormat::Solo2,
                                          StateFormat::M8V4};
 
-BlockStateSpec spec_of(StateFormat f) {
-  switch (f) {
-    case StateFormat::Int8: return block_state_spec(BlockStateFormat::Int8);
-    case StateFormat::Solo4: return block_state_spec(BlockStateFormat::Solo4);
-    case StateFormat::Solo3: return block_state_spec(BlockStateFormat::Solo3);
-    case StateFormat::M8V4: return block_state_spec(BlockStateFormat::M8V4);
-    default: return block_state_spec(BlockStateFormat::Solo2);
-  }
-}
-
 std::vector<float> wavy(size_t n, float scale, bool positive) {
   std::vector<float> x(n);
   eco_test::Uniform u(n);
@@ -54,7 +44,7 @@ TEST_CASE("MomentBuffer over a raw buffer stores and loads block-wise exactly as
   for (StateFormat f : kBlockFormats) {
     for (MomentKind kind : {MomentKind::Signed, MomentKind::Log}) {
       INFO(to_string(f) << (kind == MomentKind::Signed ? " m" : " v"));
-      const BlockStateSpec s = spec_of(f);
+      const BlockStateSpec s = block_state_spec(f);
       const int bits = kind == MomentKind::Signed ? s.m_bits : s.v_bits;
       const std::vector<float> x = wavy(n, 1e-3f, kind == MomentKind::Log);
       std::vector<uint8_t> storage(MomentBuffer::storage_bytes(f, kind, n), 0xAB);
@@ -93,7 +83,7 @@ TEST_CASE("one step with block-wise states is the fp32-state step, then m and v 
   for (WeightMode mode : {WeightMode::Fp32, WeightMode::Master, WeightMode::EcoSr, WeightMode::Eco}) {
     for (StateFormat f : kBlockFormats) {
       INFO(to_string(mode) << " " << to_string(f));
-      const BlockStateSpec s = spec_of(f);
+      const BlockStateSpec s = block_state_spec(f);
       ToyRun ref(shapes, make_spec(mode), 3);
       ToyRun blk(shapes, make_spec(mode, OptimizerKind::AdamW, f), 3);
       ref.step(2e-3f, 1);  // from zero moments both runs compute the same fp32 m, v and weights
@@ -135,7 +125,7 @@ TEST_CASE("block-wise states: the toy problem converges in every weight mode fam
     for (StateFormat f :
          {StateFormat::Fp32, StateFormat::Int8, StateFormat::M8V4, StateFormat::Solo4, StateFormat::Solo2}) {
       OptimizerSpec spec = make_spec(mode, OptimizerKind::AdamW, f);
-      if (f != StateFormat::Fp32) spec.beta1 = spec_of(f).default_beta1;
+      if (f != StateFormat::Fp32) spec.beta1 = block_state_spec(f).default_beta1;
       ToyRun run(shape, spec, 11, 1.0);
       const double l0 = run.loss();
       for (int t = 1; t <= 1200; ++t) run.step(2e-3f, t);

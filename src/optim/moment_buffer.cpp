@@ -6,10 +6,7 @@
 #include "core/error.h"
 
 namespace eco {
-namespace {
-
-// The block-wise formats' widths and v quantile (optim/state_block.h).
-BlockStateSpec spec_of(StateFormat f) {
+BlockStateSpec block_state_spec(StateFormat f) {
   switch (f) {
     case StateFormat::Int8: return block_state_spec(BlockStateFormat::Int8);
     case StateFormat::Solo4: return block_state_spec(BlockStateFormat::Solo4);
@@ -19,11 +16,13 @@ BlockStateSpec spec_of(StateFormat f) {
     case StateFormat::Fp32:
     case StateFormat::Bf16: break;
   }
-  throw Error("MomentBuffer: " + std::string(to_string(f)) + " is not a block-wise format");
+  throw Error("block_state_spec: " + std::string(to_string(f)) + " is not a block-wise format");
 }
 
+namespace {
+
 int bits_of(StateFormat f, MomentKind kind) {
-  const BlockStateSpec s = spec_of(f);
+  const BlockStateSpec s = block_state_spec(f);
   return kind == MomentKind::Signed ? s.m_bits : s.v_bits;
 }
 
@@ -60,7 +59,7 @@ MomentBuffer MomentBuffer::view(void* data, size_t n, StateFormat format, size_t
 }
 
 void MomentBuffer::point_at_block_storage(void* data) {
-  const BlockStateSpec s = spec_of(format_);
+  const BlockStateSpec s = block_state_spec(format_);
   block_storage_ = data;
   block_ = BlockMoment::view(data, kind_, bits_of(format_, kind_), n_, origin_, s.v_quantile);
 }

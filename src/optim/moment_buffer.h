@@ -17,6 +17,9 @@
 
 namespace eco {
 
+// The widths, v quantile and SOLO β1 of a block-wise state format (eco::Error for fp32 / bf16).
+BlockStateSpec block_state_spec(StateFormat f);
+
 class MomentBuffer {
  public:
   MomentBuffer() = default;

@@ -134,9 +134,9 @@ WeightOptimizer::WeightOptimizer(Ops& ops, std::vector<OptimTensor> tensors, con
       }
       // Moments of the owned rows only.
       if (own_numel(i) == 0) continue;
-      m_[i] = zeroed(ops_, MomentBuffer::storage_bytes(spec_.state_format, MomentKind::Signed, own_numel(i)));
+      m_[i] = zeroed(ops_, moment_bytes(MomentKind::Signed, own_numel(i)));
       if (spec_.kind == OptimizerKind::AdamW)
-        v_[i] = zeroed(ops_, MomentBuffer::storage_bytes(spec_.state_format, MomentKind::Log, own_numel(i)));
+        v_[i] = zeroed(ops_, moment_bytes(MomentKind::Log, own_numel(i)));
     }
     own_bad_count_ = static_cast<int64_t*>(zeroed(ops_, sizeof(int64_t)));
   } catch (...) {
@@ -316,8 +316,8 @@ void WeightOptimizer::step(float lr, int64_t t, float grad_scale, int64_t* bad_c
 
 MemoryReport WeightOptimizer::memory() const {
   MemoryReport r;
-  const auto m_bytes = [&](size_t i) { return MomentBuffer::storage_bytes(spec_.state_format, MomentKind::Signed, own_numel(i)); };
-  const auto v_bytes = [&](size_t i) { return MomentBuffer::storage_bytes(spec_.state_format, MomentKind::Log, own_numel(i)); };
+  const auto m_bytes = [&](size_t i) { return moment_bytes(MomentKind::Signed, own_numel(i)); };
+  const auto v_bytes = [&](size_t i) { return moment_bytes(MomentKind::Log, own_numel(i)); };
   const bool adam = spec_.kind == OptimizerKind::AdamW;
   for (size_t i = 0; i < tensors_.size(); ++i) {
     const size_t n = numel(i);
@@ -375,8 +375,8 @@ std::vector<StatePiece> WeightOptimizer::state_pieces() const {
       // Row-addressable (ZeRO-1 gathers rows) for fp32 and bf16; a block-wise state is one piece.
       const size_t row_bytes = is_block_state(spec_.state_format)
                                    ? 0
-                                   : tensors_[i].cols * MomentBuffer::storage_bytes(spec_.state_format, kind, 1);
-      pieces.push_back({blob, p, MomentBuffer::storage_bytes(spec_.state_format, kind, numel(i)), tensors_[i].name, i,
+                                   : tensors_[i].cols * moment_bytes(kind, 1);
+      pieces.push_back({blob, p, moment_bytes(kind, numel(i)), tensors_[i].name, i,
                         row_bytes, own_[i].first, own_[i].second, zero});
     }
   }

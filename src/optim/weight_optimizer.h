@@ -144,6 +144,10 @@ class WeightOptimizer {
 
  private:
   size_t numel(size_t i) const { return tensors_[i].rows * tensors_[i].cols; }
+  // Bytes of m (Signed) or v (Log) over n elements in this optimizer's state format.
+  size_t moment_bytes(MomentKind kind, size_t n) const {
+    return MomentBuffer::storage_bytes(spec_.state_format, kind, n);
+  }
   size_t own_numel(size_t i) const { return (own_[i].second - own_[i].first) * tensors_[i].cols; }
   MomentBuffer moment_view(void* p, size_t i, MomentKind kind) const {
     return MomentBuffer::view(p, p ? own_numel(i) : 0, spec_.state_format, own_[i].first * tensors_[i].cols, kind);

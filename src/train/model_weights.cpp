@@ -7,7 +7,7 @@
 
 #include "core/error.h"
 #include "model/llmc_io.h"
-#include "optim/state_codec.h"
+#include "optim/moment_buffer.h"
 #include "train/checkpoint_store.h"
 #include "train/optimizer_checkpoint.h"
 
@@ -29,9 +29,10 @@ OptimizerSpec optimizer_spec_from(const Config& cfg) {
   s.scale_dtype = parse_lowbit_scale_dtype(cfg.get_string("optim.scale_dtype"));
   s.state_format = parse_state_format(cfg.get_string("optim.state_format"));
   // SOLO's β1 is lower for fewer bits (a 2-bit m cannot keep a long average).
+  // (The 8-bit m of int8 and m8v4 keeps optim.beta1.)
   if (cfg.get_bool("optim.beta1_from_state_format") && is_block_state(s.state_format) &&
-      s.state_format != StateFormat::Int8 && s.state_format != StateFormat::M8V4)
-    s.beta1 = solo_default_beta1(s.state_format == StateFormat::Solo4 ? 4 : s.state_format == StateFormat::Solo3 ? 3 : 2);
+      block_state_spec(s.state_format).m_bits < 8)
+    s.beta1 = block_state_spec(s.state_format).default_beta1;
   s.seed = static_cast<uint64_t>(cfg.get_int("train.seed"));
   if (s.kind == OptimizerKind::Sgdm && s.beta1 == 0.0f)
     throw ConfigError("optim.beta1: SGD with momentum needs beta1 > 0 (it is the momentum β)");

@@ -214,10 +214,7 @@ void TrainingRun::setup() {
     throw ConfigError("train.seq_len: " + std::to_string(T_) + " exceeds model.max_seq_len (" +
                       std::to_string(mcfg_.max_seq_len) + ")");
   ep_ = cfg_.get_int32("dist.ep");
-  if (ep_ > 1 && world_ % ep_ != 0)
-    throw ConfigError("dist.ep " + std::to_string(ep_) + " does not divide the world size " + std::to_string(world_) +
-                      "; launch a multiple of dist.ep ranks");
-  check_memory();
+  check_memory();  // also a ConfigError when dist.ep does not divide the world size (check_layout)
   // Each rank reads its B windows of every global batch (data/loader.h), so the ranks together see
   // exactly the batches one process with batch_size world*B would.
   train_loader_ = std::make_unique<DataLoader>(cfg_.get_string("data.train"), B_, T_, comm_.rank(), world_, seed_,

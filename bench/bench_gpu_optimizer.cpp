@@ -6,6 +6,7 @@
 // (the ceiling), and ECO's time against the same rounding without error feedback. Lines:
 //   RESULT optim_<mode> <GB/s> GB/s ceiling <GB/s> GB/s(copy)
 //   RESULT eco_vs_naive <ratio> x          (target: within 3%, i.e. <= 1.03)
+//   RESULT optim_eco_sr_<weights>_<states> <ms> ms   (below FP8: packed weights, block-wise moments)
 // Targets (issue: the GPU path): >= 80% of copy bandwidth for the bytes it must move; ECO within 3%.
 // Without a GPU (or without the CUDA backend) it prints SKIPPED and exits 0.
 #include <cstdio>
@@ -22,6 +23,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/cuda_ops.h"
+#include "optim/moment_buffer.h"
 #include "optim/weight_optimizer.h"
 
 using namespace eco;
@@ -59,6 +61,53 @@ double must_move_bytes(const WeightOptimizer& opt, const std::vector<Tensor>& ts
   return b;
 }
 
+// The best time of `repeats` steps (after one to warm up) of the optimizer under `spec` over ts;
+// *bytes = what that step must move (fp32 moments' accounting, see must_move_bytes).
+double best_step_seconds(cuda::CudaOps& ops, const std::vector<Tensor>& ts, const OptimizerSpec& spec, int repeats,
+                         double* bytes) {
+  const WeightModeTraits tr = traits_of(spec.mode);
+  std::vector<OptimTensor> tensors;
+  std::vector<void*> owned;
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const size_t n = ts[i].rows * ts[i].cols;
+    float* grad = ops.alloc_floats(n);
+    ops.fill_zero(grad, n * 4);
+    owned.push_back(grad);
+    float* value = nullptr;
+    if (!(tr.quantized && ts[i].quantize && !tr.master)) {
+      value = ops.alloc_floats(n);
+      ops.fill_zero(value, n * 4);
+      owned.push_back(value);
+    }
+    tensors.push_back({"t" + std::to_string(i), ts[i].rows, ts[i].cols, ts[i].quantize, true, value, grad});
+  }
+  double best = 1e30;
+  {
+    WeightOptimizer opt(ops, tensors, spec);
+    for (size_t i = 0; i < ts.size(); ++i)
+      if (opt.is_quantized(i) && !opt.has_master(i)) {
+        std::vector<float> init(ts[i].rows * ts[i].cols, 0.01f);
+        opt.init_quantized(i, init.data());
+      } else if (opt.is_quantized(i)) {
+        opt.init_quantized(i);
+      }
+    int64_t* bad = static_cast<int64_t*>(ops.alloc(sizeof(int64_t)));
+    ops.fill_zero(bad, sizeof(int64_t));
+    for (int r = 0; r < repeats + 1; ++r) {  // the first one warms up
+      ops.synchronize();
+      const auto t0 = std::chrono::steady_clock::now();
+      opt.step(1e-4f, r + 1, 1.0f, bad);
+      ops.synchronize();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (r > 0) best = std::min(best, s);
+    }
+    *bytes = must_move_bytes(opt, ts);
+    ops.free(bad);
+  }
+  for (void* p : owned) ops.free(p);
+  return best;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -77,43 +126,9 @@ int main(int argc, char** argv) {
     OptimizerSpec spec;
     spec.mode = parse_weight_mode(mode);
     spec.seed = 1;
-    const WeightModeTraits tr = traits_of(spec.mode);
-    std::vector<OptimTensor> tensors;
-    std::vector<void*> owned;
-    for (size_t i = 0; i < ts.size(); ++i) {
-      const size_t n = ts[i].rows * ts[i].cols;
-      float* grad = ops.alloc_floats(n);
-      ops.fill_zero(grad, n * 4);
-      owned.push_back(grad);
-      float* value = nullptr;
-      if (!(tr.quantized && ts[i].quantize && !tr.master)) {
-        value = ops.alloc_floats(n);
-        ops.fill_zero(value, n * 4);
-        owned.push_back(value);
-      }
-      tensors.push_back({"t" + std::to_string(i), ts[i].rows, ts[i].cols, ts[i].quantize, true, value, grad});
-    }
-    WeightOptimizer opt(ops, tensors, spec);
-    for (size_t i = 0; i < ts.size(); ++i)
-      if (opt.is_quantized(i) && !opt.has_master(i)) {
-        std::vector<float> init(ts[i].rows * ts[i].cols, 0.01f);
-        opt.init_quantized(i, init.data());
-      } else if (opt.is_quantized(i)) {
-        opt.init_quantized(i);
-      }
-    int64_t* bad = static_cast<int64_t*>(ops.alloc(sizeof(int64_t)));
-    ops.fill_zero(bad, sizeof(int64_t));
-    double best = 1e30;
-    for (int r = 0; r < repeats + 1; ++r) {  // the first one warms up
-      ops.synchronize();
-      const auto t0 = std::chrono::steady_clock::now();
-      opt.step(1e-4f, r + 1, 1.0f, bad);
-      ops.synchronize();
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (r > 0) best = std::min(best, s);
-    }
+    double bytes = 0;
+    const double best = best_step_seconds(ops, ts, spec, repeats, &bytes);
     seconds[mode] = best;
-    const double bytes = must_move_bytes(opt, ts);
     // The ceiling: a device-to-device copy moving the same number of bytes (half read, half written).
     if (copy_gbps == 0) {
       const size_t half = static_cast<size_t>(bytes / 2);
@@ -134,11 +149,37 @@ int main(int argc, char** argv) {
     }
     std::printf("RESULT optim_%s %.1f GB/s ceiling %.1f GB/s(copy)   # %.3f ms per step, %.1f%% of copy\n", mode,
                 bytes / best * 1e-9, copy_gbps, best * 1e3, 100.0 * bytes / best * 1e-9 / copy_gbps);
-    ops.free(bad);
-    for (void* p : owned) ops.free(p);
   }
   std::printf("RESULT eco_vs_naive %.3f x\n", seconds["eco"] / seconds["naive"]);
   std::printf("RESULT eco_sr_vs_sr %.3f x\n", seconds["eco_sr"] / seconds["sr"]);
+
+  // Below FP8 (docs/lowbit.md): eco_sr with packed low-bit weights and block-wise moments, timed
+  // against eco_sr with E4M3 weights and fp32 moments in the same run. These steps move fewer
+  // bytes but do more per byte (block reductions, log2/exp polynomials, SR draws for m and v).
+  struct LowbitCase {
+    const char* name;
+    QuantFormat weights;
+    StateFormat states;
+  };
+  const LowbitCase cases[] = {{"e4m3_m8v4", QuantFormat::E4M3, StateFormat::M8V4},
+                              {"e4m3_solo4", QuantFormat::E4M3, StateFormat::Solo4},
+                              {"e4m3_int8", QuantFormat::E4M3, StateFormat::Int8},
+                              {"int4_fp32", QuantFormat::INT4, StateFormat::Fp32},
+                              {"int4_solo4", QuantFormat::INT4, StateFormat::Solo4},
+                              {"ternary_fp32", QuantFormat::TERNARY, StateFormat::Fp32},
+                              {"ternary_solo2", QuantFormat::TERNARY, StateFormat::Solo2}};
+  for (const LowbitCase& c : cases) {
+    OptimizerSpec spec;
+    spec.mode = WeightMode::EcoSr;
+    spec.seed = 1;
+    spec.weight_format = c.weights;
+    spec.state_format = c.states;
+    spec.beta1 = is_block_state(c.states) ? block_state_spec(c.states).default_beta1 : 0.9f;
+    double bytes = 0;
+    const double best = best_step_seconds(ops, ts, spec, repeats, &bytes);
+    std::printf("RESULT optim_eco_sr_%s %.3f ms   # %.3f x eco_sr with e4m3 weights and fp32 moments\n", c.name,
+                best * 1e3, best / seconds["eco_sr"]);
+  }
   return 0;
 }
 

@@ -6,8 +6,10 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -513,5 +515,78 @@ TEST_CASE("ECO injection into a 2-bit m: SR keeps it in expectation, RTN loses a
     CHECK(sr > 0.9);
     CHECK(sr < 1.05);
     CHECK(rtn < sr - 0.1);
+  }
+}
+
+// The block-parallel pieces the GPU kernel is built from (src/cuda/cuda_block_states.cu), against
+// the sequential CPU code they must reproduce bit for bit.
+TEST_CASE("block-parallel pieces: byte-wise packing, ranked quantile and tree absmax equal the CPU's", "[state]") {
+  std::mt19937 rng(20261130);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> small(0, 3);
+  for (int trial = 0; trial < 400; ++trial) {
+    const int count = trial % 3 == 0 ? 1 + trial % kStateBlock : kStateBlock;  // partial blocks too
+    const int bits = std::array<int, 4>{2, 3, 4, 8}[static_cast<size_t>(trial % 4)];
+    INFO("trial " << trial << ", " << count << " values, " << bits << " bits");
+    std::vector<float> x(count);
+    for (float& v : x) {
+      switch (small(rng)) {
+        case 0: v = static_cast<float>(small(rng)) * 0.25f; break;  // many ties, zeros
+        case 1: v = -normal(rng); break;
+        default: v = normal(rng) * normal(rng);
+      }
+    }
+    if (trial % 7 == 0) x[static_cast<size_t>(trial) % x.size()] = kNaN;
+    if (trial % 11 == 0) x[0] = kInf;
+    if (trial % 5 == 1)  // all ±0 (random signs): the signed absmax keeps the last zero's sign
+      for (float& v : x) v = rng() & 1u ? -0.0f : 0.0f;
+
+    // Packing: byte j built alone equals the stream state_code_set writes code by code.
+    std::vector<uint32_t> codes(count);
+    for (int i = 0; i < count; ++i) codes[i] = static_cast<uint32_t>(rng()) & ((1u << bits) - 1u);
+    std::vector<uint8_t> serial(state_code_bytes(static_cast<uint64_t>(count), bits), 0);
+    for (int i = 0; i < count; ++i) state_code_set(serial.data(), static_cast<uint64_t>(i), bits, codes[i]);
+    for (size_t j = 0; j < serial.size(); ++j)
+      REQUIRE(state_packed_byte(codes.data(), count, bits, static_cast<int>(j)) == serial[j]);
+
+    // The v quantile from ranks equals v_block_params_of's (nth_element).
+    std::vector<float> v(count);
+    for (int i = 0; i < count; ++i) v[i] = std::isnan(x[i]) ? x[i] : x[i] * x[i] * (trial % 5 == 0 ? 1.0f : 1e-6f);
+    for (float p : {0.0f, 0.1f, 0.5f, 1.0f}) {
+      const LogBlock want = v_block_params_of(v.data(), count, bits, p);
+      int np = 0;
+      float max = 0.0f;
+      for (float y : v)
+        if (y > 0.0f && std::isfinite(y)) {
+          ++np;
+          max = std::max(max, y);
+        }
+      LogBlock got;
+      if (np > 0) {
+        const int lo = quantile_low_index(np, p), hi = lo + 1 < np ? lo + 1 : lo;
+        float x_lo = -1.0f, x_hi = -1.0f;
+        int holders_lo = 0, holders_hi = 0;
+        for (int t = 0; t < count; ++t) {
+          if (!(v[t] > 0.0f && std::isfinite(v[t]))) continue;
+          const int rank = positive_rank(v.data(), count, t);
+          if (rank == lo) x_lo = v[t], ++holders_lo;
+          if (rank == hi) x_hi = v[t], ++holders_hi;
+        }
+        REQUIRE(holders_lo == 1);  // each rank held once, so the GPU's shared write has one writer
+        REQUIRE(holders_hi == 1);
+        got = v_block_params(max, quantile_between(x_lo, x_hi, np, p), bits);
+      }
+      REQUIRE(std::memcmp(&got.d, &want.d, sizeof(float)) == 0);
+      REQUIRE(std::memcmp(&got.alpha, &want.alpha, sizeof(float)) == 0);
+    }
+
+    // The signed absmax by a pairwise tree (the GPU's order) equals m_block_scale_of's fold.
+    std::vector<float> tree(kStateBlock, 0.0f);
+    std::copy(x.begin(), x.end(), tree.begin());
+    for (int stride = kStateBlock / 2; stride > 0; stride /= 2)
+      for (int t = 0; t < stride; ++t) tree[t] = signed_absmax_combine(tree[t], tree[t + stride]);
+    const float got = m_block_scale(signed_absmax_from_tree(tree[0], x[count - 1]), bits);
+    const float want = m_block_scale_of(x.data(), count, bits);
+    REQUIRE(std::memcmp(&got, &want, sizeof(float)) == 0);
   }
 }

@@ -363,7 +363,7 @@ const void* as_bf16(const QuantRef& q, uint16_t* dst, cudaStream_t stream) {
       codes_to_bf16_kernel<QuantFormat::INT8><<<grid_for(n), kThreads, 0, stream>>>(dst, codes, n);
       break;
     case QuantFormat::BF16:
-    case QuantFormat::INT4:  // refused by refuse_lowbit before any GEMM
+    case QuantFormat::INT4:  // packed low-bit: never factorable, dequantized to fp32 instead
     case QuantFormat::INT2:
     case QuantFormat::TERNARY: break;
   }
@@ -373,7 +373,10 @@ const void* as_bf16(const QuantRef& q, uint16_t* dst, cudaStream_t stream) {
 
 cudaDataType_t fp8_type(QuantFormat f) { return f == QuantFormat::E4M3 ? CUDA_R_8F_E4M3 : CUDA_R_8F_E5M2; }
 bool is_fp8(QuantFormat f) { return f == QuantFormat::E4M3 || f == QuantFormat::E5M2; }
+// Packed low-bit operands (INT4 groups along K, INT2 / ternary codes) have no tensor-core path
+// here: they take the dequantize-then-fp32-GEMM route (docs/lowbit.md "On the GPU").
 bool factorable(const QuantRef& q) {
+  if (q.lowbit()) return false;
   return !format_is_scaled(q.format) || q.granularity == ScaleGranularity::PerRow ||
          q.granularity == ScaleGranularity::PerTensor;
 }
@@ -482,8 +485,6 @@ void CudaOps::matmul_backward(float* dinp, float* dweight, float* dbias, const f
 
 void CudaOps::quantized_matmul_forward(float* out, const QuantRef& a, const QuantRef& w, const float* bias, int N,
                                        int K, int OC) {
-  refuse_lowbit(a);
-  refuse_lowbit(w);
   if (a.rows != static_cast<size_t>(N) || a.cols != static_cast<size_t>(K) || w.rows != static_cast<size_t>(OC) ||
       w.cols != static_cast<size_t>(K))
     throw Error("quantized_matmul_forward: operands " + std::to_string(a.rows) + "x" + std::to_string(a.cols) +
@@ -497,7 +498,8 @@ void CudaOps::quantized_matmul_forward(float* out, const QuantRef& a, const Quan
   if (!a.codes || !w.codes || (format_is_scaled(a.format) && !a.scales) || (format_is_scaled(w.format) && !w.scales))
     throw Error("quantized_matmul_forward: an operand has no codes or no scales (" + dims(N, K, OC) + ")");
 
-  // Block scales vary along K: dequantize both operands to fp32 (transiently) and run the fp32 GEMM.
+  // Block scales vary along K, or a packed low-bit operand: dequantize both operands to fp32
+  // (transiently) and run the fp32 GEMM.
   if (!factorable(a) || !factorable(w)) {
     const size_t a_bytes = round_up(a.numel() * sizeof(float), 256);
     Scratch scratch(a_bytes + w.numel() * sizeof(float), stream_);
@@ -536,6 +538,7 @@ void CudaOps::quantized_matmul_forward(float* out, const QuantRef& a, const Quan
 }
 
 std::string quantized_matmul_path(int device, const QuantRef& a, const QuantRef& w, int N, int K, int OC) {
+  if (a.lowbit() || w.lowbit()) return "fp32 (low-bit weights: dequantized operands, fp32 GEMM)";
   if (!factorable(a) || !factorable(w)) return "fp32 (block scales: dequantized operands, fp32 GEMM)";
   const DeviceArch arch = arch_of(device);
   const std::string blocker = fp8_blocker(arch.major, arch.minor, nullptr, a, w, K, OC);

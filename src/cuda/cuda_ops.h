@@ -124,13 +124,4 @@ class CudaOps final : public Ops {
 // benchmarks, which report the path next to their figures.
 std::string quantized_matmul_path(int device, const QuantRef& a, const QuantRef& w, int N, int K, int OC);
 
-// The packed low-bit weight formats (INT4, INT2, ternary) have no CUDA kernels yet: a ConfigError
-// that says so for a QuantRef in one of them (docs/lowbit.md "Low-bit weights in training").
-inline void refuse_lowbit(const QuantRef& q) {
-  if (q.lowbit())
-    throw ConfigError(std::string("optim.weight_format ") + to_string(q.format) +
-                      " runs on the CPU backend only for now (train.device=cpu); the CUDA backend has no low-bit "
-                      "weight kernels");
-}
-
 }  // namespace eco::cuda

@@ -7,7 +7,9 @@
 #include <algorithm>
 
 #include "cuda/cuda_check.h"
+#include "cuda/cuda_lowbit.h"
 #include "cuda/cuda_ops.h"
+#include "cuda/stored_weight_reader.cuh"
 #include "optim/update_rule.h"
 #include "quant/quant_format.h"
 #include "quant/scaling.h"
@@ -25,14 +27,6 @@ template <class C>
 __device__ float to_grid(float x, float scale) {
   if constexpr (C::kScaled) return x / scale;  // IEEE division, as the CPU (quant_loops.h)
   else return x;
-}
-
-// The scale of element (row, col), as ScaleLayout::index lays them out.
-__device__ size_t scale_index(ScaleGranularity g, size_t cols, size_t row, size_t col) {
-  if (g == ScaleGranularity::PerRow) return row;
-  if (g == ScaleGranularity::PerTensor) return 0;
-  const size_t grid_cols = (cols + kScaleBlock - 1) / kScaleBlock;
-  return (row / kScaleBlock) * grid_cols + col / kScaleBlock;
 }
 
 // Block-wide max (absmax: order-free, so exactly the CPU's) and sum of non-finite counts.
@@ -108,15 +102,12 @@ __global__ void encode_kernel(const float* x, typename C::Code* codes, const flo
   }
 }
 
-template <class C>
-__global__ void decode_kernel(float* out, const typename C::Code* codes, const float* scales, size_t cols,
-                              ScaleGranularity g, size_t row_begin, size_t n) {
+// out[k] = the stored weight's element first + k, in any format (stored_weight_reader.cuh).
+template <class R>
+__global__ void decode_kernel(float* out, R weight, size_t first, size_t n) {
   for (size_t k = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; k < n;
-       k += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    const size_t flat = row_begin * cols + k;
-    const float v = C::decode(codes[flat]);
-    out[k] = C::kScaled ? v * scales[scale_index(g, cols, flat / cols, flat % cols)] : v;
-  }
+       k += static_cast<size_t>(gridDim.x) * blockDim.x)
+    out[k] = weight(first + k);
 }
 
 // ---- the optimizer step ----
@@ -166,14 +157,13 @@ __global__ void step_values_kernel(OptimStepArgs a, size_t base, size_t n) {
 
 // Master-free, first half: w = dequant(code, old scale); the update; w~, d and the new m (before
 // ECO's injection) go to scratch for the re-quantization and the second half.
-template <class C>
-__global__ void step_master_free_kernel(OptimStepArgs a, size_t base, size_t n, float* wt, float* d, float* mt) {
-  const auto* codes = static_cast<const typename C::Code*>(a.quant.codes);
+template <class R>
+__global__ void step_master_free_kernel(OptimStepArgs a, R weight, size_t base, size_t n, float* wt, float* d,
+                                        float* mt) {
   for (size_t k = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; k < n;
        k += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const size_t i = base + k;
-    const float c = C::decode(codes[i]);
-    float w = C::kScaled ? c * a.quant.scales[scale_index(a.quant.granularity, a.cols, i / a.cols, i % a.cols)] : c, m;
+    float w = weight(i), m;
     d[k] = update_element(a, i, w, m);
     wt[k] = w;
     mt[k] = m;
@@ -181,17 +171,15 @@ __global__ void step_master_free_kernel(OptimStepArgs a, size_t base, size_t n, 
 }
 
 // Master-free, second half: for ECO e = w~ − dequant(code', scale') folded into m; store m.
-template <class C>
-__global__ void finish_m_kernel(OptimStepArgs a, size_t base, size_t n, const float* wt, const float* d, const float* mt) {
-  const auto* codes = static_cast<const typename C::Code*>(a.quant.codes);
+template <class R>
+__global__ void finish_m_kernel(OptimStepArgs a, R weight, size_t base, size_t n, const float* wt, const float* d,
+                                const float* mt) {
   for (size_t k = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; k < n;
        k += static_cast<size_t>(gridDim.x) * blockDim.x) {
     const size_t i = base + k;
     float m = mt[k];
     if (a.error_feedback) {
-      const float c = C::decode(codes[i]);
-      const float wq =
-          C::kScaled ? c * a.quant.scales[scale_index(a.quant.granularity, a.cols, i / a.cols, i % a.cols)] : c;
+      const float wq = weight(i);
       m += a.kind == OptimizerKind::AdamW ? eco_adam_injection(wt[k] - wq, d[k], a.adam)
                                           : eco_sgdm_injection(wt[k] - wq, a.sgdm);
     }
@@ -236,15 +224,18 @@ void with_codec(QuantFormat f, Fn&& fn) {
     case QuantFormat::INT8: return fn(Codec<QuantFormat::INT8>{});
     case QuantFormat::INT4:
     case QuantFormat::INT2:
-    case QuantFormat::TERNARY: break;  // refused by refuse_lowbit before any launch
+    case QuantFormat::TERNARY: break;  // packed: cuda_lowbit.cu
   }
+  throw Error(std::string("with_codec: ") + to_string(f) + " is not a byte or bf16 code format");
 }
 
-// Rows per panel of the master-free step: whole scale groups, about kPanelElements elements.
-size_t panel_rows(const QuantRef& q) {
+// Rows per panel of the master-free step: whole scale groups (and whole 128-element blocks of
+// block-wise moments), about kPanelElements elements.
+size_t panel_rows(const QuantRef& q, bool block_states) {
   const size_t by_size = std::max<size_t>(1, kPanelElements / std::max<size_t>(q.cols, 1));
   switch (q.granularity) {
-    case ScaleGranularity::PerRow: return std::min(q.rows, by_size);
+    case ScaleGranularity::PerRow:
+      return block_states ? whole_state_blocks(by_size, q.cols, q.rows) : std::min(q.rows, by_size);
     case ScaleGranularity::Block128: return std::min(q.rows, std::max<size_t>(1, by_size / kScaleBlock) * kScaleBlock);
     case ScaleGranularity::PerTensor: return q.rows;
   }
@@ -255,7 +246,7 @@ size_t panel_rows(const QuantRef& q) {
 
 void CudaOps::quantize_rows(const QuantRef& q, size_t row_begin, size_t row_end, const float* x, Rounding rounding,
                             const RandomKey* key, int64_t* bad_count) {
-  refuse_lowbit(q);
+  if (q.lowbit()) return lowbit_quantize_rows_device(q, row_begin, row_end, x, rounding, key, bad_count, stream_);
   if (row_end <= row_begin || q.cols == 0) return;
   if (rounding == Rounding::SR && !key) throw Error("quantize_rows: stochastic rounding needs a RandomKey");
   const bool self_contained =
@@ -289,13 +280,13 @@ void CudaOps::quantize_rows(const QuantRef& q, size_t row_begin, size_t row_end,
 }
 
 void CudaOps::dequantize_rows(float* out, const QuantRef& q, size_t row_begin, size_t row_end) {
-  refuse_lowbit(q);
   if (row_end <= row_begin || q.cols == 0) return;
+  if (row_end > q.rows)
+    throw Error("dequantize_rows: rows [" + std::to_string(row_begin) + ", " + std::to_string(row_end) +
+                ") are outside a " + std::to_string(q.rows) + "-row tensor");
   const size_t n = (row_end - row_begin) * q.cols;
-  with_codec(q.format, [&](auto codec) {
-    using C = decltype(codec);
-    decode_kernel<C><<<blocks_for(n), kThreads, 0, stream_>>>(out, static_cast<const typename C::Code*>(q.codes),
-                                                              q.scales, q.cols, q.granularity, row_begin, n);
+  with_reader(q, [&](auto weight) {
+    decode_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(out, weight, row_begin * q.cols, n);
     ECO_CUDA_CHECK_LAUNCH("decode_kernel");
   });
 }
@@ -315,37 +306,45 @@ float* CudaOps::scratch_floats(size_t n) {
 }
 
 void CudaOps::optimizer_step(const OptimStepArgs& a) {
-  refuse_lowbit(a.quant);
-  if (is_block_state(a.state_format))
-    throw ConfigError(std::string("optim.state_format ") + to_string(a.state_format) +
-                      ": block-wise optimizer states run on the CPU backend only for now");
   const size_t cols = a.cols;
   if (a.row_end <= a.row_begin || cols == 0) return;
   if (a.row_begin < a.state_row_offset || a.row_end > a.rows)
     throw Error("optimizer_step: rows [" + std::to_string(a.row_begin) + ", " + std::to_string(a.row_end) +
                 ") are outside the moments' rows [" + std::to_string(a.state_row_offset) + ", " +
                 std::to_string(a.rows) + ")");
+  const bool block_states = is_block_state(a.state_format);
   if (!a.master_free()) {
     const size_t base = a.row_begin * cols, n = (a.row_end - a.row_begin) * cols;
-    step_values_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(a, base, n);
-    ECO_CUDA_CHECK_LAUNCH("step_values_kernel");
+    if (block_states) {
+      block_state_update(a, base, n, nullptr, nullptr, nullptr, stream_);
+    } else {
+      step_values_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(a, base, n);
+      ECO_CUDA_CHECK_LAUNCH("step_values_kernel");
+    }
     if (a.quantized()) quantize_rows(a.quant, a.row_begin, a.row_end, a.value + base, a.rounding, &a.keys.weight, a.bad_count);
     return;
   }
   if (a.quant.granularity == ScaleGranularity::PerTensor && (a.row_begin != 0 || a.row_end != a.rows))
     throw Error("optimizer_step: a per-tensor-scaled tensor must be updated whole");
-  const size_t P = panel_rows(a.quant);
+  // Master-free, a panel at a time: w = dequant(codes); the step gives w~ (and d, the new m) in
+  // scratch; w~ is re-quantized; for ECO e = w~ − dequant(codes') goes into m before m is stored.
+  const size_t P = panel_rows(a.quant, block_states);
   float* wt = scratch_floats(3 * std::min(P, a.row_end - a.row_begin) * cols);
   for (size_t r0 = a.row_begin; r0 < a.row_end; r0 += P) {
     const size_t r1 = std::min(a.row_end, r0 + P), n = (r1 - r0) * cols, base = r0 * cols;
     float* d = wt + n;
     float* mt = d + n;
-    with_codec(a.quant.format, [&](auto codec) {
-      using C = decltype(codec);
-      step_master_free_kernel<C><<<blocks_for(n), kThreads, 0, stream_>>>(a, base, n, wt, d, mt);
+    if (block_states) {
+      block_state_update(a, base, n, wt, d, mt, stream_);
+      quantize_rows(a.quant, r0, r1, wt, a.rounding, &a.keys.weight, a.bad_count);
+      block_state_finish_m(a, base, n, wt, d, mt, stream_);
+      continue;
+    }
+    with_reader(a.quant, [&](auto weight) {
+      step_master_free_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(a, weight, base, n, wt, d, mt);
       ECO_CUDA_CHECK_LAUNCH("step_master_free_kernel");
       quantize_rows(a.quant, r0, r1, wt, a.rounding, &a.keys.weight, a.bad_count);
-      finish_m_kernel<C><<<blocks_for(n), kThreads, 0, stream_>>>(a, base, n, wt, d, mt);
+      finish_m_kernel<<<blocks_for(n), kThreads, 0, stream_>>>(a, weight, base, n, wt, d, mt);
       ECO_CUDA_CHECK_LAUNCH("finish_m_kernel");
     });
   }

@@ -80,8 +80,7 @@ LogBlock v_block_params_of(const float* x, int count, int bits, float quantile) 
   }
   if (np == 0) return LogBlock{};
   // Only the order statistics around p·(np−1) matter: partial selection instead of a full sort.
-  const float at = quantile * static_cast<float>(np - 1);
-  const int lo = std::min(static_cast<int>(at), np - 1);
+  const int lo = quantile_low_index(np, quantile);
   std::nth_element(pos, pos + lo, pos + np);
   if (lo + 1 < np) std::nth_element(pos + lo + 1, pos + lo + 1, pos + np);  // the next one up
   return v_block_params(max, quantile_sorted(pos, np, quantile), bits);

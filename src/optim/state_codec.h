@@ -269,15 +269,64 @@ ECO_HD float v_decode(uint32_t code, const LogBlock& b) {
   return v > 0.0f ? v : 1.40129846e-45f;
 }
 
-// The p-quantile of n ≥ 1 ascending values (torch.quantile's rule: linear interpolation at position
-// p·(n−1)).
-ECO_HD float quantile_sorted(const float* sorted, int n, float p) {
+// The p-quantile of n ≥ 1 values by torch.quantile's rule: linear interpolation at position
+// p·(n−1) between the order statistics x_(lo) and x_(lo+1) (0-based; hi = lo at the top).
+// quantile_low_index gives lo; quantile_between interpolates. Split so that a GPU block, which
+// finds the two order statistics by ranking instead of sorting, computes the same float.
+ECO_HD int quantile_low_index(int n, float p) {
   const float pos = p * static_cast<float>(n - 1);
-  int lo = static_cast<int>(pos);
-  if (lo > n - 1) lo = n - 1;
+  const int lo = static_cast<int>(pos);
+  return lo > n - 1 ? n - 1 : lo;
+}
+ECO_HD float quantile_between(float x_lo, float x_hi, int n, float p) {
+  const float pos = p * static_cast<float>(n - 1);
+  const float frac = pos - static_cast<float>(quantile_low_index(n, p));
+  return x_lo + (x_hi - x_lo) * frac;
+}
+
+// The same over n ≥ 1 ascending values.
+ECO_HD float quantile_sorted(const float* sorted, int n, float p) {
+  const int lo = quantile_low_index(n, p);
   const int hi = lo + 1 < n ? lo + 1 : lo;
-  const float frac = pos - static_cast<float>(lo);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * frac;
+  return quantile_between(sorted[lo], sorted[hi], n, p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Block-parallel pieces: how a GPU block (a thread per element, or per byte) reaches the results of
+// the sequential CPU code above exactly. tests/test_state_codecs.cpp checks each against it.
+
+// Byte j of the packed stream of code[0 .. count) (state_code_set's layout), built whole, so one
+// writer per byte needs no read-modify-write; bits past the last code are 0.
+ECO_HD uint8_t state_packed_byte(const uint32_t* code, int count, int bits, int j) {
+  const int bit0 = 8 * j;
+  uint32_t byte = 0;
+  for (int i = bit0 / bits; i < count && i * bits < bit0 + 8; ++i) {
+    const int shift = i * bits - bit0;  // < 0: code i began in the byte before
+    byte |= shift >= 0 ? code[i] << shift : code[i] >> -shift;
+  }
+  return static_cast<uint8_t>(byte & 0xFFu);
+}
+
+// The 0-based position of x[t] (positive and finite) in ascending order among the block's positive
+// finite values, ties broken by index: every position is held by exactly one element, so the
+// element at quantile_low_index and the next one are the order statistics nth_element finds.
+ECO_HD int positive_rank(const float* x, int count, int t) {
+  const float v = x[t];
+  int rank = 0;
+  for (int j = 0; j < count; ++j) {
+    const float y = x[j];
+    if (y > 0.0f && is_finite_bits(y) && (y < v || (y == v && j < t))) ++rank;
+  }
+  return rank;
+}
+
+// A block's signed absmax as the CPU's left fold from 0 (m_block_scale_of) gives it, from `tree`,
+// the same combine reduced in any order, and the block's last value. With a largest magnitude
+// M > 0 the fold is order-free (+M wins a tie with −M) and equals the tree; when every value is
+// ±0 or not finite, the fold returns the last value's zero, sign included (non-finite counts as +0).
+ECO_HD float signed_absmax_from_tree(float tree, float last) {
+  if (tree != 0.0f) return tree;
+  return is_finite_bits(last) ? last : 0.0f;
 }
 
 }  // namespace eco

@@ -240,6 +240,17 @@ ECO_HD float lowbit_scale_from_absmean(float absmean, LowbitScaleDtype dtype) {
   return dtype == LowbitScaleDtype::BF16 ? bf16_decode(bf16_encode_rne(s)) : s;
 }
 
+// The scale of one span from its statistics over finite values (abs_sum in double, in element
+// order; finite = how many): absmean for INT2 / ternary, absmax / kMax for INT4. The CPU tensor
+// layer and the CUDA kernels both call this, so equal statistics give equal scales.
+ECO_HD float lowbit_span_scale(LowbitFormat f, LowbitScaleDtype dtype, double abs_sum, size_t finite, float absmax) {
+  if (lowbit_absmean_scale(f)) {
+    const float mean = finite ? static_cast<float>(abs_sum / static_cast<double>(finite)) : 0.0f;
+    return lowbit_scale_from_absmean(mean, dtype);
+  }
+  return lowbit_scale_from_absmax(absmax, static_cast<float>(lowbit_max_code(f)), dtype);
+}
+
 // Scale i of a scale array of the given dtype, stored little-endian byte by byte (no alignment
 // needed, so fp32 and bf16 arrays can sit anywhere in a packed buffer).
 ECO_HD float lowbit_scale_load(const uint8_t* scales, size_t i, LowbitScaleDtype dtype) {

@@ -43,11 +43,7 @@ SpanStats scan(const float* x, size_t n) {
 }
 
 float scale_from_stats(const LowbitLayout& layout, const SpanStats& s) {
-  if (lowbit_absmean_scale(layout.format)) {
-    const float mean = s.finite ? static_cast<float>(s.abs_sum / static_cast<double>(s.finite)) : 0.0f;
-    return lowbit_scale_from_absmean(mean, layout.scale_dtype);
-  }
-  return lowbit_scale_from_absmax(s.absmax, static_cast<float>(lowbit_max_code(layout.format)), layout.scale_dtype);
+  return lowbit_span_scale(layout.format, layout.scale_dtype, s.abs_sum, s.finite, s.absmax);
 }
 
 // Fresh scales for rows [row_begin, row_end) (all rows when PerTensor). Returns the NaN/±Inf count.

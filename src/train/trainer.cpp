@@ -199,15 +199,6 @@ void TrainingRun::setup() {
   if (backend.device == "cuda") backend.cuda_device = local_gpu(comm_);  // collective
   ops_ = make_backend(backend);
   cpu_backend_ = backend.device == "cpu";
-  if (!cpu_backend_ && is_block_state(parse_state_format(cfg_.get_string("optim.state_format"))))
-    throw ConfigError("optim.state_format " + cfg_.get_string("optim.state_format") +
-                      ": block-wise optimizer states run on the CPU backend only for now (train.device=cpu)");
-  const WeightModeTraits mode_traits = traits_of(parse_weight_mode(cfg_.get_string("optim.mode")));
-  if (!cpu_backend_ && mode_traits.quantized && !mode_traits.bf16 &&
-      is_lowbit(parse_quant_format(cfg_.get_string("optim.weight_format"))))
-    throw ConfigError("optim.weight_format " + cfg_.get_string("optim.weight_format") +
-                      " runs on the CPU backend only for now (train.device=cpu); the CUDA backend has no low-bit "
-                      "weight kernels");
 
   mcfg_ = model_config_from(cfg_);
   if (T_ > mcfg_.max_seq_len)

@@ -2,10 +2,14 @@
 // format and scale granularity (RTN and SR, NaN/Inf included), the fused optimizer step in all nine
 // weight modes x AdamW/SGDM x fp32/bf16 states x per-row/per-tensor/128x128 scales, driven through
 // WeightOptimizer on each backend (so allocation, keys and panels are the real ones), compared bit
-// for bit; and the step's reductions within the bound of their different summation order.
+// for bit; the packed low-bit weights (INT4 groups, INT2 / ternary absmean scales, fp32 / bf16
+// scales, recomputed or kept) and the block-wise moments (int8, solo4/3/2, m8v4) in the quantizer
+// and in the step, also bit for bit; and the step's reductions within the bound of their different
+// summation order.
 // Skipped (ctest exit 4) where there is no GPU.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -14,6 +18,7 @@
 #include "cpu/cpu_ops.h"
 #include "cuda/cuda_ops.h"
 #include "cuda_test_util.h"
+#include "optim/moment_buffer.h"
 #include "optim/weight_optimizer.h"
 
 using namespace eco;
@@ -203,5 +208,151 @@ TEST_CASE("GPU reductions: sum of squares and mean within their summation-order 
     CHECK(std::fabs(mean_g - mean_c) <= std::fabs(mean_c) * 0x1.0p-23 + static_cast<double>(n) * 0x1.0p-53 * mag / n);
     gpu.free(xg);
     gpu.free(acc_g);
+  }
+}
+
+TEST_CASE("GPU low-bit quantizer and dequantizer equal the CPU's in every format, scale and rounding",
+          "[cuda][quant][lowbit]") {
+  require_gpu();
+  CpuOps cpu;
+  cuda::CudaOps gpu;
+  // 301 columns: a partial INT4 group at the end of each row and padding bits in each row's last byte.
+  const size_t rows = 130, cols = 301;
+  std::vector<float> x = random_floats(rows * cols, 11, 0.08f);
+  x[17] = std::numeric_limits<float>::quiet_NaN();
+  x[1000] = std::numeric_limits<float>::infinity();
+  x[2000] = -std::numeric_limits<float>::infinity();
+  for (size_t i = 4 * cols; i < 5 * cols; ++i) x[i] = 0.0f;  // an all-zero row: scale 1
+  struct Case {
+    QuantFormat format;
+    ScaleGranularity granularity;
+    size_t group;
+  };
+  const Case cases[] = {{QuantFormat::INT4, ScaleGranularity::PerRow, 32},  {QuantFormat::INT4, ScaleGranularity::PerRow, 64},
+                        {QuantFormat::INT4, ScaleGranularity::PerRow, 128}, {QuantFormat::INT2, ScaleGranularity::PerRow, 0},
+                        {QuantFormat::INT2, ScaleGranularity::PerTensor, 0}, {QuantFormat::TERNARY, ScaleGranularity::PerRow, 0},
+                        {QuantFormat::TERNARY, ScaleGranularity::PerTensor, 0}};
+  for (const Case& cs : cases) {
+    for (LowbitScaleDtype dtype : {LowbitScaleDtype::F32, LowbitScaleDtype::BF16}) {
+      for (LowbitScaleUpdate update : {LowbitScaleUpdate::Recompute, LowbitScaleUpdate::Keep}) {
+        for (Rounding r : {Rounding::RTN, Rounding::SR}) {
+          INFO(to_string(cs.format) << " " << to_string(cs.granularity) << " group " << cs.group << " "
+                                    << to_string(dtype) << (update == LowbitScaleUpdate::Keep ? " kept" : " recomputed")
+                                    << " " << to_string(r));
+          QuantRef qc{nullptr, nullptr, rows, cols, cs.format, cs.granularity};
+          qc.group_size = cs.group ? cs.group : 128;
+          qc.scale_dtype = dtype;
+          qc.scale_update = update;
+          QuantRef qg = qc;
+          std::vector<uint8_t> codes(qc.code_bytes(), 0), scales(qc.scale_bytes(), 0);
+          // Kept scales: start from the ones a first quantization computed (both sides the same).
+          if (update == LowbitScaleUpdate::Keep) {
+            QuantRef first = qc;
+            first.scale_update = LowbitScaleUpdate::Recompute;
+            first.codes = codes.data();
+            first.scales = reinterpret_cast<float*>(scales.data());
+            cpu.quantize_rows(first, 0, rows, x.data(), Rounding::RTN, nullptr, nullptr);
+          }
+          qc.codes = codes.data();
+          qc.scales = reinterpret_cast<float*>(scales.data());
+          qg.codes = upload(gpu, codes);
+          qg.scales = reinterpret_cast<float*>(upload(gpu, scales));
+          float* xg = upload(gpu, x);
+          int64_t bad_c = 0;
+          int64_t* bad_g = upload(gpu, std::vector<int64_t>{0});
+          const RandomKey key{99, 7, 3};
+          cpu.quantize_rows(qc, 0, rows, x.data(), r, &key, &bad_c);
+          gpu.quantize_rows(qg, 0, rows, xg, r, &key, bad_g);
+          if (cs.granularity != ScaleGranularity::PerTensor || update == LowbitScaleUpdate::Keep) {
+            const size_t r0 = 64, r1 = 129;  // a row range alone, keyed by the whole tensor's indices
+            cpu.quantize_rows(qc, r0, r1, x.data() + r0 * cols, r, &key, &bad_c);
+            gpu.quantize_rows(qg, r0, r1, xg + r0 * cols, r, &key, bad_g);
+          }
+          CHECK(bad_c >= 3);
+          CHECK(download(gpu, bad_g, 1)[0] == bad_c);
+          REQUIRE(first_bit_difference(download(gpu, static_cast<uint8_t*>(qg.codes), codes.size()), codes) == -1);
+          REQUIRE(first_bit_difference(download(gpu, reinterpret_cast<uint8_t*>(qg.scales), scales.size()), scales) ==
+                  -1);
+          std::vector<float> out_c(rows * cols);
+          float* out_g = poisoned<float>(gpu, rows * cols);
+          cpu.dequantize_rows(out_c.data(), qc, 0, rows);
+          gpu.dequantize_rows(out_g, qg, 0, rows);
+          REQUIRE(first_bit_difference(download(gpu, out_g, out_c.size()), out_c) == -1);
+          for (void* p : {static_cast<void*>(qg.codes), static_cast<void*>(qg.scales), static_cast<void*>(xg),
+                          static_cast<void*>(bad_g), static_cast<void*>(out_g)})
+            gpu.free(p);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("GPU optimizer step with low-bit weights and block-wise states equals the CPU step bit for bit",
+          "[cuda][optim][lowbit]") {
+  require_gpu();
+  CpuOps cpu;
+  cuda::CudaOps gpu;
+  std::vector<std::vector<float>> init;
+  for (size_t i = 0; i < std::size(kShapes); ++i)
+    init.push_back(random_floats(kShapes[i].rows * kShapes[i].cols, 300 + static_cast<uint32_t>(i), 0.05f));
+  struct Weights {
+    QuantFormat format;
+    size_t group;
+    ScaleGranularity granularity;
+    LowbitScaleDtype dtype;
+  };
+  const Weights weights[] = {{QuantFormat::E4M3, 128, ScaleGranularity::PerRow, LowbitScaleDtype::F32},
+                             {QuantFormat::INT4, 32, ScaleGranularity::PerRow, LowbitScaleDtype::BF16},
+                             {QuantFormat::INT4, 128, ScaleGranularity::PerRow, LowbitScaleDtype::F32},
+                             {QuantFormat::INT2, 128, ScaleGranularity::PerRow, LowbitScaleDtype::F32},
+                             {QuantFormat::TERNARY, 128, ScaleGranularity::PerTensor, LowbitScaleDtype::BF16}};
+  for (const Weights& wf : weights) {
+    for (StateFormat states : {StateFormat::Fp32, StateFormat::Bf16, StateFormat::Int8, StateFormat::Solo4,
+                               StateFormat::Solo3, StateFormat::Solo2, StateFormat::M8V4}) {
+      // E4M3 weights are covered with fp32/bf16 states by the test above: here only its block states.
+      if (wf.format == QuantFormat::E4M3 && !is_block_state(states)) continue;
+      for (const char* mode : {"fp32", "master", "master_sr", "naive", "sr", "eco", "eco_sr"}) {
+        // fp32 has no quantized weight: run it once per state format.
+        if (std::string(mode) == "fp32" && wf.format != QuantFormat::E4M3 && wf.format != QuantFormat::INT4) continue;
+        for (OptimizerKind kind : {OptimizerKind::AdamW, OptimizerKind::Sgdm}) {
+          INFO(mode << (kind == OptimizerKind::AdamW ? " adamw" : " sgdm") << ", " << to_string(wf.format)
+                    << " weights (group " << wf.group << ", " << to_string(wf.granularity) << ", "
+                    << to_string(wf.dtype) << " scales), " << to_string(states) << " states");
+          OptimizerSpec spec;
+          spec.mode = parse_weight_mode(mode);
+          spec.kind = kind;
+          spec.state_format = states;
+          spec.beta1 = is_block_state(states) ? block_state_spec(states).default_beta1 : 0.9f;
+          spec.weight_format = wf.format;
+          spec.group_size = wf.group;
+          spec.lowbit_granularity = wf.granularity;
+          spec.scale_dtype = wf.dtype;
+          spec.seed = 4242;
+          Side c(cpu, spec, init), d(gpu, spec, init);
+          REQUIRE(first_bit_difference(state_bytes(*c.opt, cpu), state_bytes(*d.opt, gpu)) == -1);
+          const float lrs[] = {0.0f, 3e-3f, 1e-2f, 2e-3f};
+          const float clip[] = {1.0f, 0.37f, 1.0f, 1.0f};
+          for (int t = 1; t <= 4; ++t) {
+            std::vector<std::vector<float>> grads;
+            for (size_t i = 0; i < std::size(kShapes); ++i) {
+              grads.push_back(random_floats(kShapes[i].rows * kShapes[i].cols, 2000u * t + static_cast<uint32_t>(i)));
+              // A block of exact zeros (a dead region: m's all-zero block scale, v without positives).
+              for (size_t j = 0; j < std::min<size_t>(256, grads.back().size()); ++j) grads.back()[j] = 0.0f;
+            }
+            c.set_grads(grads);
+            d.set_grads(grads);
+            c.opt->step(lrs[t - 1], t, clip[t - 1]);
+            d.opt->step(lrs[t - 1], t, clip[t - 1]);
+            INFO("after step " << t);
+            REQUIRE(first_bit_difference(state_bytes(*c.opt, cpu), state_bytes(*d.opt, gpu)) == -1);
+            for (size_t i = 0; i < std::size(kShapes); ++i) {
+              if (!c.values[i]) continue;
+              REQUIRE(first_bit_difference(download(cpu, c.values[i], init[i].size()),
+                                           download(gpu, d.values[i], init[i].size())) == -1);
+            }
+          }
+        }
+      }
+    }
   }
 }

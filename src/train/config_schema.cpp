@@ -130,7 +130,7 @@ std::vector<SchemaEntry> entries() {
       float_key("optim.final_lr_ratio", 0.1, Range::closed(0, 1), "Cosine / linear decay ends at this fraction of lr."),
       enum_key("optim.weight_format", "e4m3", {"e4m3", "e5m2", "int8", "int4", "int2", "ternary"},
                "Number format of the stored quantized weights. int4 / int2 / ternary are packed low-bit integers "
-               "(docs/lowbit.md; CPU backend only for now) with the scales of optim.group_size, optim.lowbit_scale and "
+               "(docs/lowbit.md; CPU backend, and CUDA kernels not yet run on a GPU) with the scales of optim.group_size, optim.lowbit_scale and "
                "optim.scale_dtype."),
       enum_key("optim.scaling", "row", {"row", "tensor", "block128"},
                "Scale granularity of e4m3 / e5m2 / int8 weights: one per output row, one per tensor, or per 128x128 block."),
@@ -143,8 +143,8 @@ std::vector<SchemaEntry> entries() {
                "weights and kept (DQT-style)."),
       enum_key("optim.scale_dtype", "fp32", {"fp32", "bf16"}, "Storage of the int4 / int2 / ternary weight scales."),
       enum_key("optim.state_format", "fp32", {"fp32", "bf16", "int8", "solo4", "solo3", "solo2", "m8v4"},
-               "Storage of the optimizer moments m and v: fp32; bf16; or block-wise (128 elements per block, CPU "
-               "backend only for now): int8 (m linear INT8, v 8-bit log) or SOLO's solo4 / solo3 / solo2 (m a B-bit "
+               "Storage of the optimizer moments m and v: fp32; bf16; or block-wise (128 elements per block; CUDA "
+               "kernels not yet run on a GPU): int8 (m linear INT8, v 8-bit log) or SOLO's solo4 / solo3 / solo2 (m a B-bit "
                "signed dynamic map, v a B-bit log quantizer), or m8v4 (INT8 m, 4-bit log v: the format for "
                "eco / eco_sr, whose error a low-bit m loses). Every low-precision format stores with stochastic "
                "rounding (docs/lowbit.md)."),

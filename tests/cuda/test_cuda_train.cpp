@@ -73,6 +73,41 @@ TEST_CASE("50 steps on the GPU follow the CPU's loss curve (fp32 and eco_sr)", "
   }
 }
 
+TEST_CASE("50 steps below FP8 on the GPU follow the CPU's loss curve (int4 + m8v4 eco_sr, ternary + solo4 sr)",
+          "[cuda][train][lowbit]") {
+  eco_cuda_test::require_gpu();
+  struct Case {
+    const char *mode, *weights, *states;
+  };
+  for (const Case& k : {Case{"eco_sr", "int4", "m8v4"}, Case{"sr", "ternary", "solo4"}}) {
+    INFO(k.mode << ", " << k.weights << " weights, " << k.states << " states");
+    const std::string tag = std::string(k.weights) + "_" + k.states;
+    TinyRun c = tiny("cuda_lowbit_cpu_" + tag, k.mode, "cpu");
+    TinyRun g = tiny("cuda_lowbit_gpu_" + tag, k.mode, "cuda");
+    for (TinyRun* r : {&c, &g}) {
+      r->config["optim"]["weight_format"] = k.weights;
+      r->config["optim"]["state_format"] = k.states;
+      r->config["optim"]["group_size"] = 32;  // the tiny model's K is 32
+      r->write_config();
+    }
+    REQUIRE(run_command(cmd(c), c.dir / "log.txt") == 0);
+    REQUIRE(run_command(cmd(g), g.dir / "log.txt") == 0);
+    const std::vector<double> lc = train_losses(c.dir / "run"), lg = train_losses(g.dir / "run");
+    REQUIRE(lc.size() == 50);
+    REQUIRE(lg.size() == 50);
+    // As above, the optimizer step and the codecs are bit-exact (test_cuda_optim); the forward's
+    // summation order differs, and with 2-bit weights one flipped SR decision moves a weight by a
+    // whole scale, so the curves may part faster than in FP8. 3% is a first bound, not yet
+    // calibrated on a GPU; a wrong kernel stalls or breaks training, far beyond it.
+    CHECK(std::fabs(lg[0] - lc[0]) <= 1e-4 * lc[0]);
+    for (size_t i = 0; i < lc.size(); ++i) {
+      INFO("step " << i + 1 << ": cpu " << lc[i] << ", gpu " << lg[i]);
+      CHECK(std::fabs(lg[i] - lc[i]) <= 0.03 * lc[i]);
+    }
+    CHECK(lg.back() < lg.front() - 0.5);  // it trains
+  }
+}
+
 TEST_CASE("a GPU run resumes bit-exactly, and a CPU checkpoint continues on the GPU", "[cuda][train][resume]") {
   eco_cuda_test::require_gpu();
   TinyRun whole = tiny("cuda_resume_whole", "eco_sr", "cuda", 30);

@@ -2,7 +2,7 @@
 // optimizer: MomentBuffer over a raw buffer is exactly the tested codec (BlockMoment), one step of
 // the optimizer with block states equals the fp32-state step followed by the block encoding of m
 // and v (keys as the optimizer draws them), the memory report counts the packed bytes, the toy
-// problem converges, and misuse (ZeRO-1, element-wise stores) is refused. The codecs themselves are
+// problem converges, ZeRO-1 cuts fall on whole blocks, and element-wise stores are refused. The codecs are
 // test_state_codecs.cpp; checkpoints round-trip in test_optimizer_modes.cpp.
 #include <catch2/catch.hpp>
 
@@ -136,11 +136,25 @@ TEST_CASE("block-wise states: the toy problem converges in every weight mode fam
   }
 }
 
-TEST_CASE("block-wise states refuse ZeRO-1 shards", "[state][optim]") {
+TEST_CASE("block-wise states under ZeRO-1: cuts fall on whole 128-element blocks of each tensor", "[state][optim]") {
+  OptimizerSpec spec = make_spec(WeightMode::Fp32, OptimizerKind::AdamW, StateFormat::Solo4);
+  // 128 / gcd(cols, 128) rows per block unit, never more than the tensor's rows.
+  CHECK(zero1_align_rows(spec, false, 64, 32) == 4);
+  CHECK(zero1_align_rows(spec, false, 300, 16) == 8);
+  CHECK(zero1_align_rows(spec, false, 64, 33) == 64);   // 128 rows a unit: the tensor is not cut
+  CHECK(zero1_align_rows(spec, false, 1, 768) == 1);
+  CHECK(zero1_align_rows(spec, false, 1000, 768) == 1);  // 768 = 6 blocks a row
+  spec.mode = WeightMode::EcoSr;
+  spec.granularity = ScaleGranularity::Block128;
+  CHECK(zero1_align_rows(spec, true, 1000, 100) == 128);  // lcm(128-row scale bands, 32)
+  spec.state_format = StateFormat::Fp32;
+  CHECK(zero1_align_rows(spec, false, 300, 16) == 1);
+  // A shard's moments start on a block: a 2-rank optimizer over one 64x32 tensor cuts at row 32.
   CpuOps ops;
   std::vector<float> value(64 * 32), grad(64 * 32);
   OptimTensor t{"w", 64, 32, false, false, value.data(), grad.data()};
-  CHECK_THROWS_AS(WeightOptimizer(ops, {t}, make_spec(WeightMode::Fp32, OptimizerKind::AdamW, StateFormat::Solo4),
-                                  OptimizerShard{0, 2}),
-                  ConfigError);
+  WeightOptimizer opt(ops, {t}, make_spec(WeightMode::Fp32, OptimizerKind::AdamW, StateFormat::Solo4),
+                      OptimizerShard{1, 2});
+  CHECK(opt.owned_rows(0, 1) == std::pair<size_t, size_t>{32, 64});
+  CHECK(opt.memory().m_bytes == MomentBuffer::storage_bytes(StateFormat::Solo4, MomentKind::Signed, 32 * 32));
 }

@@ -118,12 +118,12 @@ void CpuOps::quantized_matmul_forward(float* out, const QuantRef& a, const Quant
 }
 
 void CpuOps::optimizer_step(const OptimStepArgs& a) {
-  if (a.row_begin < a.state_row_offset || a.row_end > a.rows)
+  if (a.row_begin < a.state_row_offset || a.row_end > a.state_rows_end() || a.state_rows_end() > a.rows)
     throw Error("optimizer_step: rows [" + std::to_string(a.row_begin) + ", " + std::to_string(a.row_end) +
                 ") are outside the moments' rows [" + std::to_string(a.state_row_offset) + ", " +
-                std::to_string(a.rows) + ")");
+                std::to_string(a.state_rows_end()) + ")");
   // The moments are indexed by tensor element (origin: the first element they hold).
-  const size_t origin = a.state_row_offset * a.cols, n_state = a.rows * a.cols - origin;
+  const size_t origin = a.state_row_offset * a.cols, n_state = a.state_rows_end() * a.cols - origin;
   MomentBuffer mb = MomentBuffer::view(a.m, n_state, a.state_format, origin, MomentKind::Signed);
   MomentBuffer vb =
       MomentBuffer::view(a.v, a.kind == OptimizerKind::AdamW ? n_state : 0, a.state_format, origin, MomentKind::Log);

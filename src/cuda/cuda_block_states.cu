@@ -218,12 +218,12 @@ Launch prepare(const OptimStepArgs& a, size_t base, size_t n) {
   l.span.base = base;
   l.span.end = base + n;
   l.span.quantile = spec.v_quantile;
-  const size_t total = a.rows * a.cols;
+  const size_t total = a.state_rows_end() * a.cols;  // the moments end here
   if (l.span.origin % kStateBlock != 0 || (base - l.span.origin) % kStateBlock != 0 ||
       (l.span.end % kStateBlock != 0 && l.span.end != total))
     throw Error("optimizer_step: block-wise optimizer states are updated in whole 128-element blocks; elements [" +
-                std::to_string(base) + ", " + std::to_string(base + n) + ") of a " + std::to_string(total) +
-                "-element tensor are not");
+                std::to_string(base) + ", " + std::to_string(base + n) + ") of moments over elements [" +
+                std::to_string(l.span.origin) + ", " + std::to_string(total) + ") are not");
   const size_t n_state = total - l.span.origin;
   l.m = moment_ref(a.m, n_state, spec.m_bits, MomentKind::Signed);
   l.v = a.kind == OptimizerKind::AdamW ? moment_ref(a.v, n_state, spec.v_bits, MomentKind::Log) : MomentRef{};

@@ -308,10 +308,10 @@ float* CudaOps::scratch_floats(size_t n) {
 void CudaOps::optimizer_step(const OptimStepArgs& a) {
   const size_t cols = a.cols;
   if (a.row_end <= a.row_begin || cols == 0) return;
-  if (a.row_begin < a.state_row_offset || a.row_end > a.rows)
+  if (a.row_begin < a.state_row_offset || a.row_end > a.state_rows_end() || a.state_rows_end() > a.rows)
     throw Error("optimizer_step: rows [" + std::to_string(a.row_begin) + ", " + std::to_string(a.row_end) +
                 ") are outside the moments' rows [" + std::to_string(a.state_row_offset) + ", " +
-                std::to_string(a.rows) + ")");
+                std::to_string(a.state_rows_end()) + ")");
   const bool block_states = is_block_state(a.state_format);
   if (!a.master_free()) {
     const size_t base = a.row_begin * cols, n = (a.row_end - a.row_begin) * cols;

@@ -91,6 +91,10 @@ struct OptimStepArgs {
   // tensor; a ZeRO-1 rank keeps only its own rows (row_begin >= state_row_offset). Stochastic
   // rounding of the moments stays keyed by the element's index in the whole tensor.
   size_t state_row_offset = 0;
+  // The row after the moments' last (0: the tensor's end). Block-wise moments need it: their block
+  // parameters follow the codes of exactly the elements held.
+  size_t state_row_end = 0;
+  size_t state_rows_end() const { return state_row_end ? state_row_end : rows; }
   QuantRef quant;               // codes == nullptr: the tensor is not quantized
   int64_t* bad_count = nullptr;  // backend int64: grows by the number of non-finite updated weights
   // Which rows; a range must be self-contained for the scale granularity (all rows for per-tensor).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "core/error.h"
 #include "optim/update_rule.h"
@@ -59,13 +60,16 @@ std::string describe_stored_weights(const OptimizerSpec& spec) {
   return fmt + ", " + to_string(q.granularity) + " scales" + (q.pow2_scales ? " (powers of 2)" : "");
 }
 
+size_t zero1_align_rows(const OptimizerSpec& spec, bool quantized, size_t rows, size_t cols) {
+  const size_t align = shard_align_rows(quantized, stored_weight_ref(spec, rows, cols).granularity, rows);
+  if (!is_block_state(spec.state_format)) return align;
+  const size_t block_rows = whole_state_blocks(1, cols, static_cast<size_t>(-1));  // 128 / gcd(cols, 128)
+  return std::min(std::lcm(align, block_rows), std::max<size_t>(rows, 1));
+}
+
 WeightOptimizer::WeightOptimizer(Ops& ops, std::vector<OptimTensor> tensors, const OptimizerSpec& spec,
                                  OptimizerShard shard)
     : ops_(ops), tensors_(std::move(tensors)), spec_(spec), traits_(traits_of(spec.mode)), shard_(shard) {
-  // A block-wise state's 128-element blocks must be the tensor's, and a ZeRO-1 cut falls on rows.
-  if (is_block_state(spec_.state_format) && shard_.world > 1)
-    throw ConfigError(std::string("optim.state_format ") + to_string(spec_.state_format) +
-                      ": block-wise optimizer states with ZeRO-1 (dist.zero=1) are not supported yet");
   const size_t n_tensors = tensors_.size();
   quant_.resize(n_tensors);
   m_.assign(n_tensors, nullptr);
@@ -84,8 +88,7 @@ WeightOptimizer::WeightOptimizer(Ops& ops, std::vector<OptimTensor> tensors, con
     std::vector<ShardTensor> units;
     for (const OptimTensor& t : tensors_)
       units.push_back({t.offset, t.rows, t.cols,
-                       shard_align_rows(traits_.quantized && t.quantize && !traits_.bf16,
-                                        stored_weight_ref(spec_, t.rows, t.cols).granularity, t.rows)});
+                       zero1_align_rows(spec_, traits_.quantized && t.quantize && !traits_.bf16, t.rows, t.cols)});
     bounds_ = zero1_partition(units, shard_.world);
   }
   own_.resize(n_tensors);
@@ -297,6 +300,7 @@ void WeightOptimizer::step(float lr, int64_t t, float grad_scale, int64_t* bad_c
     a.row_begin = own_[i].first;
     a.row_end = own_[i].second;
     a.state_row_offset = own_[i].first;
+    a.state_row_end = own_[i].second;
     a.kind = spec_.kind;
     a.state_format = spec_.state_format;
     a.rounding = traits_.rounding;
@@ -349,6 +353,30 @@ MemoryReport WeightOptimizer::memory() const {
     }
   }
   return r;
+}
+
+std::vector<HeldRun> WeightOptimizer::held_runs(const StatePiece& p, int rank) const {
+  if (!p.sharded) return {{0, 0, p.bytes}};
+  const auto [r0, r1] = owned_rows(p.index, rank);
+  if (r0 == r1) return {};
+  if (p.row_bytes) return {{r0 * p.row_bytes, 0, (r1 - r0) * p.row_bytes}};
+  // A block-wise moment laid out as BlockMoment: codes padded to whole floats, then one float per
+  // block (m: the scale; v: d), then for v one more per block (α). The owned elements start on a
+  // block (zero1_align_rows), so their codes start on a byte and their blocks are the tensor's.
+  const size_t cols = tensors_[p.index].cols, n = numel(p.index), e0 = r0 * cols, e1 = r1 * cols;
+  const bool is_v = std::string(p.blob) == "v.bin";
+  const BlockStateSpec bs = block_state_spec(spec_.state_format);
+  const int bits = is_v ? bs.v_bits : bs.m_bits;
+  const MomentKind kind = is_v ? MomentKind::Log : MomentKind::Signed;
+  const size_t params = is_v ? 2 : 1;
+  const auto blocks = [](size_t k) { return (k + kStateBlock - 1) / kStateBlock; };
+  const auto padded_codes = [&](size_t k) { return moment_bytes(kind, k) - blocks(k) * params * sizeof(float); };
+  const size_t whole_codes = padded_codes(n), own_codes = padded_codes(e1 - e0);
+  const size_t b0 = e0 / kStateBlock, nb = blocks(e1 - e0);
+  std::vector<HeldRun> runs = {{e0 * static_cast<size_t>(bits) / 8, 0, state_code_bytes(e1 - e0, bits)},
+                               {whole_codes + b0 * sizeof(float), own_codes, nb * sizeof(float)}};
+  if (is_v) runs.push_back({whole_codes + (blocks(n) + b0) * sizeof(float), own_codes + nb * sizeof(float), nb * sizeof(float)});
+  return runs;
 }
 
 std::vector<StatePiece> WeightOptimizer::state_pieces() const {

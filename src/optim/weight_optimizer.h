@@ -46,6 +46,12 @@ QuantRef stored_weight_ref(const OptimizerSpec& spec, size_t rows, size_t cols);
 // per 128 along K (recomputed)", "ternary, fp32 absmean row scales (kept)", "bf16".
 std::string describe_stored_weights(const OptimizerSpec& spec);
 
+// Rows a ZeRO-1 cut inside a rows×cols tensor must be a multiple of under `spec`: the stored
+// weight's scale rule (shard_align_rows) and, for block-wise moments, whole 128-element blocks of
+// the tensor (a tensor smaller than one such unit of rows is not cut). The optimizer and the memory
+// planner both cut with it.
+size_t zero1_align_rows(const OptimizerSpec& spec, bool quantized, size_t rows, size_t cols);
+
 struct OptimTensor {
   std::string name;
   size_t rows = 0, cols = 0;  // 1-D tensors: rows = 1
@@ -76,6 +82,12 @@ struct OptimizerShard {
 // [held_begin, held_end) of them, row_bytes each (a whole piece: 0 .. rows). Under ZeRO-1 a
 // `sharded` piece is current only in the rows each rank owns (moments, masters): a checkpoint
 // gathers them from their owners; the rest (codes, scales, fp32 weights) is the same on every rank.
+// Where the bytes one rank holds of a piece sit in the piece's checkpoint blob: `bytes` bytes at
+// blob_offset, found at data_offset in that rank's buffer.
+struct HeldRun {
+  size_t blob_offset = 0, data_offset = 0, bytes = 0;
+};
+
 struct StatePiece {
   const char* blob;  // "values.f32", "codes.bin", "scales.f32", "m.bin", "v.bin"
   void* data;
@@ -129,6 +141,11 @@ class WeightOptimizer {
   const std::vector<size_t>& shard_bounds() const { return bounds_; }
   // The rows [first, second) of tensor i that `rank` owns (empty: first == second).
   std::pair<size_t, size_t> owned_rows(size_t i, int rank) const;
+  // The runs of piece p's blob that `rank` holds, in blob order: the whole blob for a piece that is
+  // not sharded; the owned rows of a row-addressable one; for a block-wise moment (row_bytes 0)
+  // its codes, block scales and (v) block ratios of the owned blocks — three runs, the codes'
+  // padding held by no rank.
+  std::vector<HeldRun> held_runs(const StatePiece& p, int rank) const;
   // What must be all-gathered after a step for every rank to hold the whole model: the codes
   // arena, the scales arena (both laid out in offset order, so a rank's block is contiguous), and
   // each run of consecutive fp32 tensors that are not quantized (masters are not gathered: only

@@ -100,7 +100,7 @@ MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const
       const QuantRef q = stored_weight_ref(spec, rows, cols);
       p.code_bytes += q.code_bytes();
       p.scale_bytes += q.scale_bytes();
-      if (layout.zero) state_elems = largest_shard_rows(rows, shard_align_rows(true, q.granularity, rows), dp) * cols;
+      if (layout.zero) state_elems = largest_shard_rows(rows, zero1_align_rows(spec, true, rows, cols), dp) * cols;
       // ZeRO-1 shards the masters' updates, not their storage: they live in the model's params().
       if (tr.master) p.master_bytes += n * sizeof(float);
       max_linear = std::max(max_linear, n);
@@ -112,19 +112,27 @@ MemoryPlan plan_memory(const ModelConfig& mcfg, const OptimizerSpec& spec, const
     }
     p.m_bytes += m_of(state_elems);
     if (adam) p.v_bytes += v_of(state_elems);
-    shards.push_back({t.offset, rows, cols,
-                      shard_align_rows(quantized, stored_weight_ref(spec, rows, cols).granularity, rows)});
+    shards.push_back({t.offset, rows, cols, zero1_align_rows(spec, quantized, rows, cols)});
   }
   MemoryPlan plan;
   add_into(plan, dense, 1);
   add_into(plan, experts, static_cast<size_t>(layout.ep));
   if (layout.zero && layout.ep == 1) {
     // The trainer's own cut (src/dist/zero1.h): the largest rank's range of the flat space.
+    // The moments are allocated per tensor (block-wise ones round each tensor to whole blocks).
     const std::vector<size_t> cut = zero1_partition(shards, layout.world);
-    size_t largest = 0;
-    for (int r = 0; r < layout.world; ++r) largest = std::max(largest, cut[r + 1] - cut[r]);
-    plan.m_bytes = m_of(largest);
-    plan.v_bytes = adam ? v_of(largest) : 0;
+    plan.m_bytes = plan.v_bytes = 0;
+    for (int r = 0; r < layout.world; ++r) {
+      size_t m = 0, v = 0;
+      for (const ShardTensor& s : shards) {
+        const size_t lo = std::max(s.offset, cut[r]), hi = std::min(s.offset + s.rows * s.cols, cut[r + 1]);
+        if (hi <= lo) continue;
+        m += m_of(hi - lo);
+        v += adam ? v_of(hi - lo) : 0;
+      }
+      plan.m_bytes = std::max(plan.m_bytes, m);
+      plan.v_bytes = std::max(plan.v_bytes, v);
+    }
   }
   plan.activation_bytes = GPT::activation_layout_bytes(mcfg, tr.quantized ? quant : GPT::LinearQuantization{},
                                                        backend.attention_saved_floats, B, T, layout.ep > 1);

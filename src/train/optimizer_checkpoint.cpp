@@ -24,12 +24,6 @@ void check_scales(const float* s, size_t n, const LoadedCheckpoint& ckpt, const 
                             std::to_string(s[i]) + "; scales must be finite and positive (corrupt checkpoint?)");
 }
 
-// The bytes [first, second) of the piece (as the blob lays it out) that `data` holds.
-std::pair<size_t, size_t> held_bytes(const WeightOptimizer& opt, const StatePiece& p) {
-  if (p.held_begin == 0 && p.held_end == opt.tensors()[p.index].rows) return {0, p.bytes};
-  return {p.held_begin * p.row_bytes, p.held_end * p.row_bytes};
-}
-
 // Rank 0's writer, which stops writing at its first failure and keeps it for later.
 struct GuardedWriter {
   CheckpointWriter* w;
@@ -66,8 +60,8 @@ void write_own_piece(const StatePiece& p, Ops& ops, std::vector<uint8_t>& buf, G
   }
 }
 
-// A piece `owner` holds (p there; its size on every rank) to rank 0's writer, a window at a time.
-void send_piece_to_root(const StatePiece* p, size_t bytes, int owner, Ops& ops, Communicator& comm,
+// `bytes` bytes at src on rank `owner` (src is read there only) to rank 0's writer, a window at a time.
+void send_bytes_to_root(const uint8_t* src, size_t bytes, int owner, Ops& ops, Communicator& comm,
                         std::vector<uint8_t>& buf, std::vector<uint8_t>& recv, GuardedWriter& out) {
   const int rank = comm.rank();
   const size_t world = static_cast<size_t>(comm.world());
@@ -77,7 +71,7 @@ void send_piece_to_root(const StatePiece* p, size_t bytes, int owner, Ops& ops, 
     buf.resize(std::max<size_t>(n, 1));
     if (rank == owner) {
       send_bytes[0] = n;
-      ops.copy_to_host(buf.data(), static_cast<const uint8_t*>(p->data) + done, n);
+      ops.copy_to_host(buf.data(), src + done, n);
     }
     if (rank == 0) recv_bytes[static_cast<size_t>(owner)] = n;
     recv.resize(std::max<size_t>(n, 1));
@@ -116,6 +110,38 @@ void gather_sharded_piece(const WeightOptimizer& opt, const StatePiece& p, Ops& 
   }
 }
 
+// A sharded piece that is not row-addressable (block-wise moments): every rank's runs in blob
+// order, each streamed from its holder; bytes no rank holds (the codes' padding) are written as
+// zeros, as a single process's zeroed buffer has them.
+void gather_sharded_runs(const WeightOptimizer& opt, const StatePiece& p, Ops& ops, Communicator& comm,
+                         std::vector<uint8_t>& buf, std::vector<uint8_t>& recv, GuardedWriter& out) {
+  struct Source {
+    HeldRun run;
+    int owner;
+  };
+  std::vector<Source> sources;
+  for (int q = 0; q < comm.world(); ++q)
+    for (const HeldRun& r : opt.held_runs(p, q)) sources.push_back({r, q});
+  std::sort(sources.begin(), sources.end(),
+            [](const Source& a, const Source& b) { return a.run.blob_offset < b.run.blob_offset; });
+  const auto zeros = [&](size_t n) {
+    if (comm.rank() != 0 || n == 0) return;
+    const std::vector<uint8_t> z(n, 0);
+    out([&](CheckpointWriter& cw) { cw.append(z.data(), n); });
+  };
+  size_t at = 0;
+  for (const Source& s : sources) {
+    if (s.run.blob_offset < at)
+      throw Error("checkpoint: the held runs of " + p.tensor + " overlap at byte " + std::to_string(s.run.blob_offset));
+    zeros(s.run.blob_offset - at);
+    send_bytes_to_root(static_cast<const uint8_t*>(p.data) + s.run.data_offset, s.run.bytes, s.owner, ops, comm, buf,
+                       recv, out);
+    at = s.run.blob_offset + s.run.bytes;
+  }
+  if (at > p.bytes) throw Error("checkpoint: the held runs of " + p.tensor + " pass the end of its blob");
+  zeros(p.bytes - at);
+}
+
 void save_pieces(const WeightOptimizer& opt, Ops& ops, CheckpointWriter* w, Communicator* comm,
                  const std::vector<CheckpointTensor>& layout) {
   GuardedWriter out{w, nullptr};
@@ -129,9 +155,11 @@ void save_pieces(const WeightOptimizer& opt, Ops& ops, CheckpointWriter* w, Comm
       const StatePiece* p = t.local != CheckpointTensor::npos ? table[b][t.local] : table[b][t.twin];
       if (!p) continue;  // this tensor has no piece in this blob
       if (t.owner != 0) {
-        send_piece_to_root(p, p->bytes, t.owner, ops, *comm, buf, recv, out);
-      } else if (p->sharded && world > 1) {
+        send_bytes_to_root(static_cast<const uint8_t*>(p->data), p->bytes, t.owner, ops, *comm, buf, recv, out);
+      } else if (p->sharded && world > 1 && p->row_bytes) {
         gather_sharded_piece(opt, *p, ops, *comm, buf, recv, out);
+      } else if (p->sharded && world > 1) {
+        gather_sharded_runs(opt, *p, ops, *comm, buf, recv, out);
       } else if (rank == 0) {  // the same on every rank that has it: rank 0 writes its own
         write_own_piece(*p, ops, buf, out);
       }
@@ -185,9 +213,9 @@ void load_optimizer_state(WeightOptimizer& opt, Ops& ops, const LoadedCheckpoint
       const bool held = t.local != CheckpointTensor::npos;
       const StatePiece* p = held ? table[b][t.local] : table[b][t.twin];
       if (!p) continue;
-      // Only the bytes this rank holds (under ZeRO-1 its own rows of the moments; none of the
-      // experts other ranks hold, which are read past).
-      const auto [keep_lo, keep_hi] = held ? held_bytes(opt, *p) : std::pair<size_t, size_t>{0, 0};
+      // Only the bytes this rank holds (under ZeRO-1 its own rows or blocks of the moments; none of
+      // the experts other ranks hold, which are read past).
+      const std::vector<HeldRun> runs = held ? opt.held_runs(*p, opt.shard().rank) : std::vector<HeldRun>{};
       for (size_t done = 0; done < p->bytes;) {
         // Whole floats per chunk, so scales can be checked as they pass.
         const size_t n = std::min(kStreamBytes, p->bytes - done);
@@ -195,8 +223,12 @@ void load_optimizer_state(WeightOptimizer& opt, Ops& ops, const LoadedCheckpoint
         in->read(buf.data(), n);
         if (blob == "scales.f32")
           check_scales(reinterpret_cast<const float*>(buf.data()), n / sizeof(float), ckpt, p->tensor);
-        const size_t lo = std::max(done, keep_lo), hi = std::min(done + n, keep_hi);
-        if (hi > lo) ops.copy_from_host(static_cast<uint8_t*>(p->data) + (lo - keep_lo), buf.data() + (lo - done), hi - lo);
+        for (const HeldRun& r : runs) {
+          const size_t lo = std::max(done, r.blob_offset), hi = std::min(done + n, r.blob_offset + r.bytes);
+          if (hi > lo)
+            ops.copy_from_host(static_cast<uint8_t*>(p->data) + r.data_offset + (lo - r.blob_offset),
+                               buf.data() + (lo - done), hi - lo);
+        }
         done += n;
       }
     }

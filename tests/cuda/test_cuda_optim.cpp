@@ -76,6 +76,44 @@ struct Side {
   }
 };
 
+// Four steps of both sides with the same gradients (lr 0 = ECO's guard, a clipped step, two plain
+// ones), comparing every state byte and every fp32 value after each. Gradients of step t are
+// random_floats(.., grad_seed·t + tensor); zero_lead > 0 zeroes each gradient's first elements.
+void step_both_and_compare(Side& c, Side& d, CpuOps& cpu, cuda::CudaOps& gpu, const std::vector<std::vector<float>>& init,
+                           uint32_t grad_seed, size_t zero_lead = 0) {
+  REQUIRE(first_bit_difference(state_bytes(*c.opt, cpu), state_bytes(*d.opt, gpu)) == -1);
+  const float lrs[] = {0.0f, 3e-3f, 1e-2f, 2e-3f};
+  const float clip[] = {1.0f, 0.37f, 1.0f, 1.0f};
+  for (int t = 1; t <= 4; ++t) {
+    std::vector<std::vector<float>> grads;
+    for (size_t i = 0; i < std::size(kShapes); ++i) {
+      grads.push_back(random_floats(kShapes[i].rows * kShapes[i].cols, grad_seed * t + static_cast<uint32_t>(i)));
+      for (size_t j = 0; j < std::min(zero_lead, grads.back().size()); ++j) grads.back()[j] = 0.0f;
+    }
+    c.set_grads(grads);
+    d.set_grads(grads);
+    c.opt->step(lrs[t - 1], t, clip[t - 1]);
+    d.opt->step(lrs[t - 1], t, clip[t - 1]);
+    INFO("after step " << t);
+    REQUIRE(first_bit_difference(state_bytes(*c.opt, cpu), state_bytes(*d.opt, gpu)) == -1);
+    for (size_t i = 0; i < std::size(kShapes); ++i) {
+      if (!c.values[i]) continue;
+      REQUIRE(first_bit_difference(download(cpu, c.values[i], init[i].size()),
+                                   download(gpu, d.values[i], init[i].size())) == -1);
+    }
+  }
+}
+
+// A rows×cols quantizer input: random values, a NaN, +Inf and −Inf, and an all-zero row 4 (scale 1).
+std::vector<float> input_with_specials(size_t rows, size_t cols, uint32_t seed, float scale) {
+  std::vector<float> x = random_floats(rows * cols, seed, scale);
+  x[17] = std::numeric_limits<float>::quiet_NaN();
+  x[1000] = std::numeric_limits<float>::infinity();
+  x[2000] = -std::numeric_limits<float>::infinity();
+  for (size_t i = 4 * cols; i < 5 * cols; ++i) x[i] = 0.0f;
+  return x;
+}
+
 }  // namespace
 
 TEST_CASE("GPU optimizer step equals the CPU step bit for bit in every mode", "[cuda][optim]") {
@@ -99,27 +137,7 @@ TEST_CASE("GPU optimizer step equals the CPU step bit for bit in every mode", "[
           spec.seed = 777;
           spec.weight_format = g == ScaleGranularity::PerTensor ? QuantFormat::E5M2 : QuantFormat::E4M3;
           Side c(cpu, spec, init), d(gpu, spec, init);
-          REQUIRE(first_bit_difference(state_bytes(*c.opt, cpu), state_bytes(*d.opt, gpu)) == -1);
-          // lr 0 (ECO's guard), a clipped step, two plain ones.
-          const float lrs[] = {0.0f, 3e-3f, 1e-2f, 2e-3f};
-          const float clip[] = {1.0f, 0.37f, 1.0f, 1.0f};
-          for (int t = 1; t <= 4; ++t) {
-            std::vector<std::vector<float>> grads;
-            for (size_t i = 0; i < std::size(kShapes); ++i)
-              grads.push_back(random_floats(kShapes[i].rows * kShapes[i].cols, 1000u * t + static_cast<uint32_t>(i)));
-            c.set_grads(grads);
-            d.set_grads(grads);
-            c.opt->step(lrs[t - 1], t, clip[t - 1]);
-            d.opt->step(lrs[t - 1], t, clip[t - 1]);
-            const std::vector<uint8_t> a = state_bytes(*c.opt, cpu), b = state_bytes(*d.opt, gpu);
-            INFO("after step " << t);
-            REQUIRE(first_bit_difference(a, b) == -1);
-            for (size_t i = 0; i < std::size(kShapes); ++i) {
-              if (!c.values[i]) continue;
-              REQUIRE(first_bit_difference(download(cpu, c.values[i], init[i].size()),
-                                           download(gpu, d.values[i], init[i].size())) == -1);
-            }
-          }
+          step_both_and_compare(c, d, cpu, gpu, init, 1000u);
         }
       }
     }
@@ -131,11 +149,7 @@ TEST_CASE("GPU row quantizer and dequantizer equal the CPU's in every format and
   CpuOps cpu;
   cuda::CudaOps gpu;
   const size_t rows = 260, cols = 300;
-  std::vector<float> x = random_floats(rows * cols, 5, 3.0f);
-  x[17] = std::numeric_limits<float>::quiet_NaN();
-  x[1000] = std::numeric_limits<float>::infinity();
-  x[2000] = -std::numeric_limits<float>::infinity();
-  for (size_t i = 4 * cols; i < 5 * cols; ++i) x[i] = 0.0f;  // an all-zero row: scale 1
+  const std::vector<float> x = input_with_specials(rows, cols, 5, 3.0f);
   for (QuantFormat f : {QuantFormat::E4M3, QuantFormat::E5M2, QuantFormat::BF16, QuantFormat::INT8}) {
     for (ScaleGranularity g : {ScaleGranularity::PerRow, ScaleGranularity::PerTensor, ScaleGranularity::Block128}) {
       for (bool pow2 : {false, true}) {
@@ -218,11 +232,7 @@ TEST_CASE("GPU low-bit quantizer and dequantizer equal the CPU's in every format
   cuda::CudaOps gpu;
   // 301 columns: a partial INT4 group at the end of each row and padding bits in each row's last byte.
   const size_t rows = 130, cols = 301;
-  std::vector<float> x = random_floats(rows * cols, 11, 0.08f);
-  x[17] = std::numeric_limits<float>::quiet_NaN();
-  x[1000] = std::numeric_limits<float>::infinity();
-  x[2000] = -std::numeric_limits<float>::infinity();
-  for (size_t i = 4 * cols; i < 5 * cols; ++i) x[i] = 0.0f;  // an all-zero row: scale 1
+  const std::vector<float> x = input_with_specials(rows, cols, 11, 0.08f);
   struct Case {
     QuantFormat format;
     ScaleGranularity granularity;
@@ -329,28 +339,8 @@ TEST_CASE("GPU optimizer step with low-bit weights and block-wise states equals 
           spec.scale_dtype = wf.dtype;
           spec.seed = 4242;
           Side c(cpu, spec, init), d(gpu, spec, init);
-          REQUIRE(first_bit_difference(state_bytes(*c.opt, cpu), state_bytes(*d.opt, gpu)) == -1);
-          const float lrs[] = {0.0f, 3e-3f, 1e-2f, 2e-3f};
-          const float clip[] = {1.0f, 0.37f, 1.0f, 1.0f};
-          for (int t = 1; t <= 4; ++t) {
-            std::vector<std::vector<float>> grads;
-            for (size_t i = 0; i < std::size(kShapes); ++i) {
-              grads.push_back(random_floats(kShapes[i].rows * kShapes[i].cols, 2000u * t + static_cast<uint32_t>(i)));
-              // A block of exact zeros (a dead region: m's all-zero block scale, v without positives).
-              for (size_t j = 0; j < std::min<size_t>(256, grads.back().size()); ++j) grads.back()[j] = 0.0f;
-            }
-            c.set_grads(grads);
-            d.set_grads(grads);
-            c.opt->step(lrs[t - 1], t, clip[t - 1]);
-            d.opt->step(lrs[t - 1], t, clip[t - 1]);
-            INFO("after step " << t);
-            REQUIRE(first_bit_difference(state_bytes(*c.opt, cpu), state_bytes(*d.opt, gpu)) == -1);
-            for (size_t i = 0; i < std::size(kShapes); ++i) {
-              if (!c.values[i]) continue;
-              REQUIRE(first_bit_difference(download(cpu, c.values[i], init[i].size()),
-                                           download(gpu, d.values[i], init[i].size())) == -1);
-            }
-          }
+          // 256 leading zero gradients: a dead region (m's all-zero block scale, v without positives).
+          step_both_and_compare(c, d, cpu, gpu, init, 2000u, 256);
         }
       }
     }
